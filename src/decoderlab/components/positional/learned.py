@@ -1,0 +1,41 @@
+"""Learned absolute position embeddings (GPT-1/GPT-2, https://openai.com/research/language-unsupervised)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from decoderlab.components.base import ModelDims
+from decoderlab.components.positional import POSITIONAL, Positional
+from decoderlab.errors import PositionRangeError
+from decoderlab.registry import ComponentConfig
+
+
+@dataclass
+class LearnedConfig(ComponentConfig):
+    # Table size; None means model.block_size.
+    max_positions: int | None = None
+
+
+@POSITIONAL.register("learned", LearnedConfig)
+class Learned(Positional):
+    """A trained table of one vector per absolute position, added to the token embeddings."""
+
+    has_embed = True
+
+    def __init__(self, cfg: LearnedConfig, dims: ModelDims):
+        super().__init__()
+        self.max_positions = cfg.max_positions or dims.block_size
+        self.wpe = nn.Embedding(self.max_positions, dims.d_model)
+
+    def embed(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        last = int(pos[-1])
+        if last >= self.max_positions:
+            raise PositionRangeError(
+                f"learned positions have a table of {self.max_positions} positions, but position {last} was "
+                f"requested: a learned encoding cannot represent positions it never trained. Crop the context to "
+                f"{self.max_positions} tokens or use an encoding that extrapolates (rope, alibi, t5, sinusoidal)."
+            )
+        return x + self.wpe(pos)  # (B, T, d) + (T, d)

@@ -1,0 +1,55 @@
+"""Sinusoidal absolute positions (Vaswani et al. 2017, https://arxiv.org/abs/1706.03762 §3.5)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from decoderlab.components.base import ModelDims
+from decoderlab.components.positional import POSITIONAL, Positional
+from decoderlab.registry import ComponentConfig
+
+
+@dataclass
+class SinusoidalConfig(ComponentConfig):
+    base: float = 10000.0
+    # Scale token embeddings by sqrt(d_model) before adding PE (§3.4): small embeddings are otherwise swamped.
+    scale_embeddings: bool = True
+
+
+def sinusoid_table(n_pos: int, d_model: int, base: float, offset: int = 0) -> torch.Tensor:
+    """PE(pos, 2i) = sin(pos / base^(2i/d)), PE(pos, 2i+1) = cos(pos / base^(2i/d)); shape (n_pos, d_model)."""
+    pos = torch.arange(offset, offset + n_pos, dtype=torch.float64)[:, None]  # (T, 1)
+    inv_freq = base ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (d/2,)
+    angles = pos * inv_freq  # (T, d/2)
+    pe = torch.zeros(n_pos, d_model, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(angles)
+    pe[:, 1::2] = torch.cos(angles[:, : d_model // 2])
+    return pe.float()
+
+
+@POSITIONAL.register("sinusoidal", SinusoidalConfig)
+class Sinusoidal(Positional):
+    """Fixed sinusoidal absolute positions added to (sqrt(d)-scaled) token embeddings."""
+
+    has_embed = True
+
+    def __init__(self, cfg: SinusoidalConfig, dims: ModelDims):
+        super().__init__()
+        if dims.d_model % 2:
+            raise ValueError(f"sinusoidal positions need an even d_model, got {dims.d_model}")
+        self.base = cfg.base
+        self.scale = math.sqrt(dims.d_model) if cfg.scale_embeddings else 1.0
+        self.register_buffer("pe", sinusoid_table(dims.block_size, dims.d_model, cfg.base), persistent=False)
+
+    def table(self, n_pos: int) -> torch.Tensor:
+        """PE rows for positions [0, n_pos); grown on demand, so lengths past block_size work."""
+        if n_pos > self.pe.shape[0]:
+            self.pe = sinusoid_table(n_pos, self.pe.shape[1], self.base).to(self.pe.device)
+        return self.pe[:n_pos]
+
+    def embed(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        pe = self.table(int(pos[-1]) + 1)[pos]  # (T, d)
+        return x * self.scale + pe.to(x.dtype)

@@ -1,0 +1,56 @@
+"""T5 relative position bias (Raffel et al. 2020, https://arxiv.org/abs/1910.10683 §2.1), causal form."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from decoderlab.components.base import ModelDims
+from decoderlab.components.positional import POSITIONAL, Positional
+from decoderlab.registry import ComponentConfig
+
+
+@dataclass
+class T5Config(ComponentConfig):
+    num_buckets: int = 32
+    max_distance: int = 128
+
+
+def t5_bucket(distance: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """Bucket of a causal distance ``q_pos - k_pos`` (negative = future, mapped to bucket 0 and masked anyway).
+
+    Distances below ``num_buckets // 2`` get their own bucket; larger ones share logarithmically wider
+    buckets up to ``max_distance``, beyond which all fall in the last bucket.
+    """
+    n = distance.clamp(min=0)
+    max_exact = num_buckets // 2
+    is_small = n < max_exact
+    # Clamp before the log so the small branch never computes log(0); where() discards those values anyway.
+    log_ratio = torch.log(n.clamp(min=max_exact).float() / max_exact) / math.log(max_distance / max_exact)
+    large = max_exact + (log_ratio * (num_buckets - max_exact)).to(torch.long)
+    large = large.clamp(max=num_buckets - 1)
+    return torch.where(is_small, n, large)
+
+
+@POSITIONAL.register("t5", T5Config)
+class T5Bias(Positional):
+    """A learned scalar per (bucketed relative distance, head), added to the attention scores."""
+
+    has_bias = True
+
+    def __init__(self, cfg: T5Config, dims: ModelDims):
+        super().__init__()
+        if cfg.num_buckets < 2 or cfg.max_distance <= cfg.num_buckets // 2:
+            raise ValueError(
+                f"t5 needs num_buckets >= 2 and max_distance > num_buckets // 2, got "
+                f"num_buckets={cfg.num_buckets}, max_distance={cfg.max_distance}"
+            )
+        self.num_buckets, self.max_distance = cfg.num_buckets, cfg.max_distance
+        self.rel_bias = nn.Embedding(cfg.num_buckets, dims.n_heads)
+
+    def bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+        buckets = t5_bucket(q_pos[:, None] - k_pos[None, :], self.num_buckets, self.max_distance)  # (Tq, Tk)
+        return self.rel_bias(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, H, Tq, Tk)

@@ -1,0 +1,148 @@
+"""The typed schema of a training run, and the checks Hydra does not make.
+
+Hydra type-checks overrides against these dataclasses, but lets ``+key=value`` add keys past the schema and
+reports missing values one at a time; :func:`validate` rejects unknown keys, reports every missing value at once
+and checks each component config against its registry entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from decoderlab.errors import ConfigError
+from decoderlab.model import ModelConfig
+
+
+@dataclass
+class ModelSchema(ModelConfig):
+    """Model sizes; one registry config per component slot (chosen with ``model/<slot>=<name>``)."""
+
+    positional: Any = MISSING
+    attention: Any = MISSING
+    placement: Any = MISSING
+    norm: Any = MISSING
+    ffn: Any = MISSING
+
+
+@dataclass
+class TrainerConfig:
+    """The subset of ``lightning.Trainer`` arguments a run sets; ``extra`` passes any other Trainer kwarg."""
+
+    max_steps: int = 2000
+    val_check_interval: int = 500
+    log_every_n_steps: int = 10
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    gradient_clip_val: float | None = 1.0
+    accumulate_grad_batches: int = 1
+    enable_progress_bar: bool = True
+    compile: bool = False  # torch.compile the model (cold compile costs ~30 s on a CPU)
+    ckpt_path: str | None = None  # resume from this checkpoint
+    ckpt_every_n_steps: int | None = None  # None: at every validation
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup and cosine decay to ``min_lr`` (nanoGPT's recipe)."""
+
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    decay_steps: int | None = None  # None: trainer.max_steps
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    eps: float = 1e-8
+    fused: bool | None = None  # None: torch's default
+
+
+@dataclass
+class SampleConfig:
+    """The sample generated at the end of a run."""
+
+    prompt: str | None = None  # None: the corpus's own prompt (data.sample_prompt)
+    max_new_tokens: int = 200
+    temperature: float = 0.8
+    top_k: int | None = 200
+    top_p: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    """A whole run: the defaults list in ``conf/train.yaml`` fills the component slots."""
+
+    model: ModelSchema = field(default_factory=ModelSchema)
+    tokenizer: Any = MISSING
+    data: Any = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    logger: dict[str, Any] = field(default_factory=dict)
+    seed: int = 1337
+    threads: int | None = None  # torch.set_num_threads; None: torch's default
+    project: str = "decoderlab"
+    run_name: str | None = None
+
+
+def register_schema() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="decoderlab_schema", node=TrainConfig, provider="decoderlab")
+
+
+def unknown_keys(node: Any, path: str = "") -> list[str]:
+    """Keys present in ``node`` that its dataclass schema does not declare (added with ``+key=``)."""
+    out: list[str] = []
+    if isinstance(node, DictConfig):
+        typ = OmegaConf.get_type(node)
+        known = {f.name for f in dataclasses.fields(typ)} if dataclasses.is_dataclass(typ) else None
+        for key in node.keys():
+            full = f"{path}.{key}" if path else str(key)
+            if known is not None and key not in known:
+                out.append(full)
+                continue
+            out += unknown_keys(node._get_node(key), full)
+    elif isinstance(node, ListConfig):
+        for i in range(len(node)):
+            out += unknown_keys(node._get_node(i), f"{path}[{i}]")
+    return out
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` listing every missing value, unknown key and bad component config."""
+    from decoderlab.components import MODEL_REGISTRIES
+    from decoderlab.data import CORPORA
+    from decoderlab.components.tokenizers import TOKENIZERS
+
+    problems: list[str] = []
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        problems.append("missing value(s), set them on the command line: " + ", ".join(missing))
+    extra = unknown_keys(cfg)
+    problems += [f"unknown key '{k}' (not in the schema; check its spelling)" for k in extra]
+    slots = {"tokenizer": TOKENIZERS, "data": CORPORA}
+    slots.update({g.replace("/", "."): r for g, r in MODEL_REGISTRIES.items()})
+    for key, registry in slots.items():
+        node = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if node is None or OmegaConf.is_missing(cfg, key) or any(k.startswith(key + ".") for k in missing):
+            continue
+        try:
+            registry.build_config(node)
+        except Exception as e:  # noqa: BLE001 - reported with the key
+            problems.append(f"{key}: {e}")
+    m = cfg.model
+    if not missing and m.d_model % m.n_heads:
+        problems.append(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads}")
+    for key in ("n_layers", "n_heads", "d_model", "block_size"):
+        if not missing and int(m[key]) <= 0:
+            problems.append(f"model.{key} must be positive, got {m[key]}")
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))

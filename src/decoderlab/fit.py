@@ -1,0 +1,169 @@
+"""Lightning plumbing of a run: loggers, callbacks, the Trainer, the final checkpoint and the sample."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from decoderlab.checkpoint import AtomicCheckpointIO
+from decoderlab.errors import ConfigError
+from decoderlab.lit import LitDecoder
+from decoderlab.model import Decoder
+
+log = logging.getLogger("decoderlab")
+# The run directory is also the CSV logger's directory: its "not empty" warning is expected noise.
+warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+class TrainTimer(Callback):
+    """Wall time spent in training batches only (validation and checkpointing excluded)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._t0: float | None = None
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        if self._t0 is not None:
+            self.seconds += time.perf_counter() - self._t0
+            self._t0 = None
+
+
+def wandb_offline_default() -> bool:
+    """Offline unless a key is set or the user asked for online: wandb must never prompt or wait."""
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode in ("offline", "disabled", "dryrun"):
+        return True
+    return not (os.environ.get("WANDB_API_KEY") or mode == "online")
+
+
+def sweep_info() -> dict[str, Any]:
+    """wandb group/job_type/name for this job: the sweep directory groups a multirun's jobs."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    overrides = [o for o in hc.overrides.task if not o.startswith("hydra")]
+    name = ",".join(overrides) or "defaults"
+    if hc.mode == RunMode.MULTIRUN:
+        return {"group": str(hc.sweep.dir), "job_type": name[:60], "name": f"{hc.job.num}:{name}"[:120]}
+    return {"name": name[:120]}
+
+
+def build_loggers(cfg: DictConfig, out: Path, choices: dict[str, str]) -> list[Any]:
+    loggers = []
+    for key, spec in (cfg.logger or {}).items():
+        if spec is None:
+            continue
+        spec = OmegaConf.to_container(spec, resolve=True)
+        target = str(spec.get("_target_", ""))
+        spec.setdefault("save_dir", str(out))
+        if target.endswith("WandbLogger"):
+            spec.setdefault("project", cfg.project)
+            spec.setdefault("offline", wandb_offline_default())
+            spec.setdefault("tags", [f"{k.split('/')[-1]}={v}" for k, v in choices.items()][:50])
+            for k, v in sweep_info().items():
+                spec.setdefault(k, v if k != "name" or not cfg.run_name else cfg.run_name)
+        try:
+            loggers.append(instantiate(spec))
+        except Exception as e:  # noqa: BLE001 - a bad logger kwarg is a config mistake
+            raise ConfigError(f"logger.{key}: cannot create {target}: {e}") from None
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, out: Path, loggers: list[Any], timer: TrainTimer) -> L.Trainer:
+    t = cfg.trainer
+    ckpt = ModelCheckpoint(
+        dirpath=out / "checkpoints", filename="step{step:06d}", auto_insert_metric_name=False,
+        every_n_train_steps=t.ckpt_every_n_steps or t.val_check_interval, save_top_k=-1 if t.ckpt_every_n_steps
+        else 0, save_last=True,
+    )
+    kwargs = dict(
+        max_steps=t.max_steps, val_check_interval=min(t.val_check_interval, t.max_steps),
+        check_val_every_n_epoch=None, log_every_n_steps=t.log_every_n_steps, accelerator=t.accelerator,
+        devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
+        gradient_clip_val=t.gradient_clip_val, accumulate_grad_batches=t.accumulate_grad_batches,
+        enable_progress_bar=t.enable_progress_bar, logger=loggers or False, callbacks=[ckpt, timer],
+        plugins=[AtomicCheckpointIO()], default_root_dir=str(out), num_sanity_val_steps=0,
+        use_distributed_sampler=False, enable_model_summary=False,
+    )
+    kwargs.update(OmegaConf.to_container(t.extra, resolve=True))
+    try:
+        return L.Trainer(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"trainer: {e}") from None
+
+
+def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: dict, choices: dict) -> dict:
+    """Train and validate; returns the figures of the run summary."""
+    extra = {"model": OmegaConf.to_container(cfg.model, resolve=True), "vocab_size": data.tokenizer.vocab_size,
+             "tokenizer": data.tokenizer.to_json()}
+    lit = LitDecoder(model, OmegaConf.to_object(cfg.optim), data.tokenizer.token_bytes(), cfg.trainer.max_steps,
+                     cfg.trainer.log_every_n_steps, checkpoint_extra=extra)
+    if cfg.trainer.compile:
+        lit.model = torch.compile(model)
+    loggers = build_loggers(cfg, out, choices)
+    timer = TrainTimer()
+    trainer = build_trainer(cfg, out, loggers, timer)
+    counts = model.param_counts()
+    for lg in loggers:
+        lg.log_hyperparams({**flat, **{f"params/{k}": v for k, v in counts.items()}})
+    t0 = time.perf_counter()
+    trainer.fit(lit, datamodule=dm, ckpt_path=cfg.trainer.ckpt_path, weights_only=True)
+    wall = time.perf_counter() - t0
+    if trainer.global_step % max(1, cfg.trainer.val_check_interval) != 0:
+        trainer.validate(lit, datamodule=dm, verbose=False, weights_only=True)  # the summary reports the final model
+    last = out / "checkpoints" / "last.ckpt"
+    trainer.save_checkpoint(last)
+    m = trainer.callback_metrics
+    sample = generate_sample(cfg, model, data.tokenizer)
+    (out / "sample.txt").write_text(sample, encoding="utf-8")
+    for lg in loggers:
+        lg.finalize("success")
+    _finish_wandb(loggers)
+    return {
+        "steps": trainer.global_step, "tokens_seen": lit.tokens_seen,
+        "train_loss": _f(m.get("train/loss")), "val_loss": _f(m.get("val/loss")), "val_bpb": _f(m.get("val/bpb")),
+        "tokens_per_s": lit.tokens_seen / timer.seconds if timer.seconds else None,
+        "train_seconds": timer.seconds, "wall_seconds": wall, "checkpoint": str(last), "sample": sample,
+    }
+
+
+def _f(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def _finish_wandb(loggers: list[Any]) -> None:
+    """One wandb run per job: finish it before the next job of a sweep starts."""
+    for lg in loggers:
+        if type(lg).__name__ == "WandbLogger":
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
+
+
+def generate_sample(cfg: DictConfig, model: Decoder, tokenizer: Any) -> str:
+    s = cfg.sample
+    prompt = s.prompt if s.prompt is not None else cfg.data.sample_prompt
+    ids = torch.as_tensor(tokenizer.encode(prompt), dtype=torch.long)[None, :]
+    if ids.shape[1] == 0:
+        ids = torch.zeros(1, 1, dtype=torch.long)
+    ids = ids[:, -cfg.model.block_size:]
+    model.eval()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    outs = model.generate(ids, s.max_new_tokens, s.temperature, s.top_k, s.top_p, generator=gen)
+    return tokenizer.decode(outs[0].tolist())

@@ -1,0 +1,86 @@
+"""Plugin discovery: ``.py`` files and packages in plugin folders, and the entry-point group ``decoderlab.plugins``.
+
+Both load before Hydra composes, so a plugin's components are selectable like core ones. A broken plugin is a
+warning naming it, never a crash of everything. ``DECODERLAB_NO_PLUGINS=1`` turns autoloading off.
+
+Folders searched: ``$DECODERLAB_PLUGIN_PATH`` (``os.pathsep``-separated) if set, else ``./plugins`` and the
+``plugins/`` folder of the source checkout decoderlab runs from.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+ENTRY_POINT_GROUP = "decoderlab.plugins"
+_loaded: dict[str, str] = {}  # plugin id -> "ok" or the error text
+
+
+def plugin_dirs() -> list[Path]:
+    env = os.environ.get("DECODERLAB_PLUGIN_PATH")
+    if env is not None:
+        return [Path(p) for p in env.split(os.pathsep) if p]
+    dirs = [Path.cwd() / "plugins", Path(__file__).resolve().parents[2] / "plugins"]
+    out: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
+            out.append(d)
+    return out
+
+
+def _warn(plugin: str, err: BaseException) -> None:
+    _loaded[plugin] = f"{type(err).__name__}: {err}"
+    warnings.warn(f"decoderlab plugin '{plugin}' failed to load and was skipped: {type(err).__name__}: {err}",
+                  stacklevel=3)
+
+
+def _load_file(path: Path) -> None:
+    key = f"file:{path.resolve()}"
+    if key in _loaded:
+        return
+    mod_name = f"decoderlab_plugin_{path.stem}"
+    target = path / "__init__.py" if path.is_dir() else path
+    spec = importlib.util.spec_from_file_location(
+        mod_name, target, submodule_search_locations=[str(path)] if path.is_dir() else None
+    )
+    try:
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[mod_name] = module
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        _loaded[key] = "ok"
+    except Exception as e:  # noqa: BLE001 - a broken plugin must not take the framework down
+        sys.modules.pop(mod_name, None)
+        _warn(str(path), e)
+
+
+def load_plugins(force: bool = False) -> dict[str, str]:
+    """Import every plugin once; returns {plugin: "ok" | error}. Idempotent."""
+    if os.environ.get("DECODERLAB_NO_PLUGINS", "") not in ("", "0") and not force:
+        return dict(_loaded)
+    import decoderlab.components  # noqa: F401 - core first, so a plugin clashing with it is the one that fails
+    import decoderlab.data  # noqa: F401
+
+    for d in plugin_dirs():
+        for path in sorted(d.iterdir()):
+            if path.name.startswith(("_", ".", "test_")):
+                continue
+            if (path.suffix == ".py" and path.is_file()) or (path.is_dir() and (path / "__init__.py").is_file()):
+                _load_file(path)
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        key = f"entry_point:{ep.name}={ep.value}"
+        if key in _loaded:
+            continue
+        try:
+            obj = ep.load()
+            if callable(obj) and not isinstance(obj, type):
+                obj()  # an entry point may name a register() function instead of a module
+            _loaded[key] = "ok"
+        except Exception as e:  # noqa: BLE001
+            _warn(f"{ep.name} ({ep.value})", e)
+    return dict(_loaded)

@@ -1,0 +1,40 @@
+"""Human-readable run summaries (rich)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt(v: Any, spec: str = ",.4f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def print_summary(s: dict[str, Any], console: Console | None = None) -> None:
+    """The end-of-run table: sizes, steps, losses, bits-per-byte, speed, where things are, and the sample."""
+    console = console or Console()
+    p = s["params"]
+    t = Table(title="decoderlab run summary", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    rows = [
+        ("components", ", ".join(f"{k}={v}" for k, v in s.get("choices", {}).items())),
+        ("parameters", f"{p['total']:,} ({p['embedding']:,} embedding, {p['non_embedding']:,} non-embedding)"),
+        ("steps", f"{s['steps']:,}"),
+        ("tokens seen", f"{s['tokens_seen']:,}"),
+        ("train loss", _fmt(s.get("train_loss"))),
+        ("val loss", _fmt(s.get("val_loss"))),
+        ("val bits/byte", _fmt(s.get("val_bpb"))),
+        ("tokens/s", _fmt(s.get("tokens_per_s"), ",.0f")),
+        ("train time", f"{s.get('train_seconds', 0):.1f} s (wall {s.get('wall_seconds', 0):.1f} s)"),
+        ("run dir", s["run_dir"]),
+        ("checkpoint", s["checkpoint"]),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
+    console.rule("sample")
+    console.print(s.get("sample", ""), markup=False, highlight=False)
+    console.rule()
