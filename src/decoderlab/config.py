@@ -135,9 +135,13 @@ def validate(cfg: DictConfig) -> None:
         if node is None or OmegaConf.is_missing(cfg, key) or any(k.startswith(key + ".") for k in missing):
             continue
         try:
-            registry.build_config(node)
+            typed = registry.build_config(node)
         except Exception as e:  # noqa: BLE001 - reported with the key
             problems.append(f"{key}: {e}")
+            continue
+        # Cross-slot rules live with the component: ``check(model_cfg) -> [problem naming both keys]``.
+        if key.startswith("model.") and hasattr(typed, "check") and not missing:
+            problems += list(typed.check(cfg.model))
     m = cfg.model
     if not missing and m.d_model % m.n_heads:
         problems.append(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads}")

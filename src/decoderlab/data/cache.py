@@ -98,9 +98,11 @@ def prepare(corpus: Corpus, tokenizer: Tokenizer, block_size: int) -> TokenizedC
 def _build(corpus: Corpus, tokenizer: Tokenizer, directory: Path) -> tuple[Tokenizer, dict]:
     cfg = corpus.cfg
     vf = cfg.val_fraction
-    n_docs = sum(1 for _ in corpus.documents())
-    if n_docs == 0:
-        raise DataError(f"data={cfg.name}: the corpus has no documents")
+    n_docs, n_chars = 0, 0
+    for doc in corpus.documents():
+        n_docs, n_chars = n_docs + 1, n_chars + len(doc.text)
+    if n_chars == 0:
+        raise DataError(f"data={cfg.name}: the corpus is empty ({n_docs} documents, 0 characters)")
     if tokenizer.fit_on == "all":
         tokenizer.fit(t for _, tr, va in _splits(corpus, vf) for t in (tr, va))
     elif tokenizer.fit_on == "train":
