@@ -127,7 +127,7 @@ def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: di
     if trainer.global_step % max(1, cfg.trainer.val_check_interval) != 0:
         trainer.validate(lit, datamodule=dm, verbose=False, weights_only=True)  # the summary reports the final model
     last = out / "checkpoints" / "last.ckpt"
-    trainer.save_checkpoint(last)
+    trainer.save_checkpoint(last, weights_only=False)
     m = trainer.callback_metrics
     sample = generate_sample(cfg, model, data.tokenizer)
     (out / "sample.txt").write_text(sample, encoding="utf-8")

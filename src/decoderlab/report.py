@@ -29,12 +29,13 @@ def print_summary(s: dict[str, Any], console: Console | None = None) -> None:
         ("val bits/byte", _fmt(s.get("val_bpb"))),
         ("tokens/s", _fmt(s.get("tokens_per_s"), ",.0f")),
         ("train time", f"{s.get('train_seconds', 0):.1f} s (wall {s.get('wall_seconds', 0):.1f} s)"),
-        ("run dir", s["run_dir"]),
-        ("checkpoint", s["checkpoint"]),
     ]
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
+    # Paths on their own lines, never wrapped inside a table cell, so they can be copied.
+    console.print(f"run dir:    {s['run_dir']}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"checkpoint: {s['checkpoint']}", markup=False, highlight=False, soft_wrap=True)
     console.rule("sample")
     console.print(s.get("sample", ""), markup=False, highlight=False)
     console.rule()

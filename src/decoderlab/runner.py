@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from decoderlab.components.tokenizers import TOKENIZERS
 from decoderlab.config import validate
-from decoderlab.data import CORPORA, DecoderDataModule, prepare
+from decoderlab.data import CORPORA, prepare
 from decoderlab.errors import ConfigError
 from decoderlab.model import Decoder
 
@@ -50,7 +48,9 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
-def build_data(cfg: DictConfig) -> tuple[Any, DecoderDataModule]:
+def build_data(cfg: DictConfig) -> tuple[Any, Any]:
+    from decoderlab.data.module import DecoderDataModule
+
     corpus = CORPORA.build(cfg.data)
     tokenizer = TOKENIZERS.build(cfg.tokenizer)
     data = prepare(corpus, tokenizer, cfg.model.block_size)
@@ -96,11 +96,3 @@ def run(cfg: DictConfig, out: Path) -> float | None:
     print_summary(summary)
     return result.get("val_loss")
 
-
-def env_threads() -> int:
-    return int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or torch.get_num_threads()
-
-
-def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    return fn(*args, **kwargs), time.perf_counter() - t0

@@ -1,0 +1,135 @@
+"""End to end: the real ``decoderlab-train`` entry point with overrides, as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _train(tmp_path: Path, *overrides: str, name: str = "run") -> tuple[object, Path]:
+    run_dir = tmp_path / name
+    out = run_cli(["decoderlab-train", *TINY, f"hydra.run.dir={run_dir}", *overrides], cwd=tmp_path)
+    return out, run_dir
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_writes_config_metrics_checkpoint_tokenizer_wandb_and_sample(tmp_path: Path, tiny_corpus: Path):
+    out, run = _train(tmp_path, "data=text", f"data.paths=[{tiny_corpus}]", "sample.prompt=Line 3")
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name in ("config.yaml", ".hydra/config.yaml", "metrics.csv", "tokenizer.json", "sample.txt",
+                 "summary.json", "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "status.json").read_text())["status"] == "completed"
+    rows = _metrics(run)
+    cols = set(rows[0])
+    assert {"train/loss", "lr", "train/tokens_per_s", "val/loss", "val/bpb", "step"} <= cols
+    assert any(r["val/bpb"] for r in rows) and any(r["train/loss"] for r in rows)
+    ckpt = torch.load(run / "checkpoints/last.ckpt", weights_only=True)  # plain values and tensors only
+    assert ckpt["global_step"] == 6 and json.loads(ckpt["decoderlab"]["tokenizer"])["decoderlab_tokenizer"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["tokens_seen"] == 6 * 4 * 16
+    assert summary["params"]["total"] == summary["params"]["embedding"] + summary["params"]["non_embedding"]
+    assert summary["choices"]["model/positional"] == "learned"
+    sample = (run / "sample.txt").read_text()
+    assert sample.startswith("Line 3") and len(sample) == len("Line 3") + 8
+    for text in ("decoderlab run summary", "val bits/byte", "non-embedding", "tokens/s", str(run)):
+        assert text in out.stdout
+    wandb_runs = list((run / "wandb").glob("offline-run-*"))
+    assert len(wandb_runs) == 1  # wandb ran offline: no key, no prompt, no network
+    records = next(wandb_runs[0].glob("run-*.wandb")).read_bytes()  # the offline run's record log
+    for key in (b"choice/model/positional", b"params/non_embedding", b"model.n_layers", b"val/bpb"):
+        assert key in records, key
+
+
+def test_embedded_shakespeare_and_component_overrides(tmp_path: Path):
+    out, run = _train(tmp_path, "logger=csv", "model/positional=rope", "model.positional.base=500000",
+                      "model/norm=rmsnorm", "model/ffn=swiglu", "model/placement=post")
+    assert out.returncode == 0, out.stderr[-3000:]
+    cfg = (run / "config.yaml").read_text()
+    assert "base: 500000.0" in cfg and "name: swiglu" in cfg
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["choices"]["data"] == "shakespeare" and summary["val_bpb"] > 0
+    assert (run / "sample.txt").read_text().startswith("ROMEO:")
+    assert not (run / "wandb").exists()  # logger=csv leaves wandb out
+
+
+def test_resume_from_checkpoint_continues_exactly(tmp_path: Path, tiny_corpus: Path):
+    common = ["logger=csv", "data=text", f"data.paths=[{tiny_corpus}]", "trainer.ckpt_every_n_steps=3"]
+    out, full = _train(tmp_path, *common, name="full")
+    assert out.returncode == 0, out.stderr[-3000:]
+    mid = full / "checkpoints" / "step000003.ckpt"
+    assert mid.is_file(), sorted(p.name for p in (full / "checkpoints").iterdir())
+    out, resumed = _train(tmp_path, *common, f"trainer.ckpt_path={mid}", name="resumed")
+    assert out.returncode == 0, out.stderr[-3000:]
+    a = torch.load(full / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(resumed / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)  # same batches, same RNG: bit-exact
+
+    def losses(run: Path) -> dict:
+        return {r["step"]: r["train/loss"] for r in _metrics(run) if r["train/loss"]}
+
+    assert {s: v for s, v in losses(full).items() if int(s) >= 3} == losses(resumed)
+
+
+ERRORS = [
+    (["model/positional=ropee"], ["Could not find 'model/positional/ropee'", "Available options", "rope",
+                                  "sinusoidal", "t5"]),
+    (["+model.n_layr=4"], ["unknown key 'model.n_layr'"]),
+    (["model.n_layers=abc"], ["model.n_layers", "Integer"]),
+    (["model.positional.base=3"], ["Key 'base' not in 'LearnedConfig'", "model.positional.base"]),
+]
+
+
+@pytest.mark.parametrize("overrides,expected", ERRORS, ids=[e[0][0] for e in ERRORS])
+def test_config_errors_are_clear_without_traceback(tmp_path: Path, overrides, expected):
+    out, run = _train(tmp_path, "logger=csv", *overrides)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    for e in expected:
+        assert e in text, text
+    assert "Traceback" not in text
+    assert not (run / "summary.json").exists()
+
+
+def test_corpus_errors_give_numbers_and_a_failed_status(tmp_path: Path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    short = tmp_path / "short.txt"
+    short.write_text("tiny\n")
+    for path, expected in [(empty, "the corpus is empty (1 documents, 0 characters)"),
+                           (short, "fewer than one block of model.block_size+1 = 17")]:
+        out, run = _train(tmp_path, "logger=csv", "data=text", f"data.paths=[{path}]", name=path.stem)
+        text = out.stdout + out.stderr
+        assert out.returncode == 1 and "Traceback" not in text
+        assert expected in " ".join(text.split())
+        assert json.loads((run / "status.json").read_text())["status"] == "failed"
+        assert not (run / "checkpoints").exists() and not (run / "summary.json").exists()
+
+
+def test_help_lists_groups_and_components_lists_fields(tmp_path: Path):
+    out = run_cli(["decoderlab-train", "--help"], cwd=tmp_path)
+    assert out.returncode == 0
+    for text in ("model/positional: ", "rope", "sinusoidal", "t5", "model/placement:", "post", "pre",
+                 "model/norm:", "rmsnorm", "model/ffn:", "swiglu", "tokenizer:", "byte", "char",
+                 "decoderlab-components"):
+        assert text in out.stdout, text
+    out = run_cli(["decoderlab-components"], cwd=tmp_path)
+    assert out.returncode == 0
+    flat = " ".join(out.stdout.split())
+    for text in ("model/positional", "base=10000.0", "num_buckets=32", "max_distance=128", "model/ffn",
+                 "activation='gelu'", "tokenizer", "unknown='error'", "dyt"):
+        assert text in flat, text
