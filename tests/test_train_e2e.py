@@ -133,3 +133,14 @@ def test_help_lists_groups_and_components_lists_fields(tmp_path: Path):
     for text in ("model/positional", "base=10000.0", "num_buckets=32", "max_distance=128", "model/ffn",
                  "activation='gelu'", "tokenizer", "unknown='error'", "dyt"):
         assert text in flat, text
+
+
+def test_ddp_on_two_cpu_processes(tmp_path: Path, tiny_corpus: Path):
+    """Lightning's DDP strategy (gloo on CPU): both ranks train, rank 0 alone writes the summary."""
+    out, run = _train(tmp_path, "logger=csv", "data=text", f"data.paths=[{tiny_corpus}]",
+                      "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp")
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["tokens_seen"] == 2 * 6 * 4 * 16  # two ranks, each its own slice of the global batch
+    assert out.stdout.count("decoderlab run summary") == 1
+    assert json.loads((run / "status.json").read_text())["status"] == "completed"

@@ -1,4 +1,7 @@
-"""Crash-safe checkpoint files: written to a temporary file, flushed, then renamed; loaded with weights_only."""
+"""Crash-safe checkpoint files: written to a temporary file, flushed, then renamed; loaded with weights_only.
+
+Lightning-free (importing it costs seconds); its CheckpointIO plugin lives in :mod:`decoderlab.fit`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from decoderlab.errors import UserError
 
@@ -33,13 +35,3 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
         raise UserError(f"cannot load checkpoint {path}: {type(e).__name__}: {e}") from None
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO with atomic saves and ``weights_only=True`` loads."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        atomic_save(checkpoint, path)
-
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
-        return load_checkpoint(path, map_location or "cpu")

@@ -26,6 +26,7 @@ class ModelSchema(ModelConfig):
     placement: Any = MISSING
     norm: Any = MISSING
     ffn: Any = MISSING
+    init_from: str | None = None  # start from this checkpoint's weights; tokenizer=extend grows its vocabulary
 
 
 @dataclass
@@ -119,8 +120,8 @@ def unknown_keys(node: Any, path: str = "") -> list[str]:
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` listing every missing value, unknown key and bad component config."""
     from decoderlab.components import MODEL_REGISTRIES
-    from decoderlab.data import CORPORA
     from decoderlab.components.tokenizers import TOKENIZERS
+    from decoderlab.data import CORPORA
 
     problems: list[str] = []
     missing = sorted(OmegaConf.missing_keys(cfg))

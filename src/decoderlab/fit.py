@@ -13,9 +13,10 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
-from decoderlab.checkpoint import AtomicCheckpointIO
+from decoderlab.checkpoint import atomic_save, load_checkpoint
 from decoderlab.errors import ConfigError
 from decoderlab.lit import LitDecoder
 from decoderlab.model import Decoder
@@ -24,6 +25,16 @@ log = logging.getLogger("decoderlab")
 # The run directory is also the CSV logger's directory: its "not empty" warning is expected noise.
 warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO with atomic saves and ``weights_only=True`` loads."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        atomic_save(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        return load_checkpoint(path, map_location or "cpu")
 
 
 class TrainTimer(Callback):
@@ -129,11 +140,13 @@ def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: di
     last = out / "checkpoints" / "last.ckpt"
     trainer.save_checkpoint(last, weights_only=False)
     m = trainer.callback_metrics
-    sample = generate_sample(cfg, model, data.tokenizer)
-    (out / "sample.txt").write_text(sample, encoding="utf-8")
     for lg in loggers:
         lg.finalize("success")
     _finish_wandb(loggers)
+    if not trainer.is_global_zero:
+        return {"rank_zero": False, "val_loss": _f(m.get("val/loss"))}
+    sample = generate_sample(cfg, model, data.tokenizer)
+    (out / "sample.txt").write_text(sample, encoding="utf-8")
     return {
         "steps": trainer.global_step, "tokens_seen": lit.tokens_seen,
         "train_loss": _f(m.get("train/loss")), "val_loss": _f(m.get("val/loss")), "val_bpb": _f(m.get("val/bpb")),

@@ -102,6 +102,13 @@ class LitDecoder(L.LightningModule):
         checkpoint["rng"] = {"torch": torch.get_rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        bound = checkpoint.get("decoderlab", {}).get("tokenizer")
+        if bound and "tokenizer" in self.checkpoint_extra:  # never resume with another tokenizer
+            from decoderlab.components.tokenizers import tokenizer_from_json
+            from decoderlab.vocab import require_same_tokenizer
+
+            require_same_tokenizer(tokenizer_from_json(bound), tokenizer_from_json(self.checkpoint_extra["tokenizer"]),
+                                   "the resumed checkpoint", "this run")
         self.tokens_seen = int(checkpoint.get("decoderlab", {}).get("tokens_seen", 0))
         if "rng" in checkpoint:
             torch.set_rng_state(checkpoint["rng"]["torch"])

@@ -8,6 +8,7 @@ Knows nothing of Lightning or Hydra: it takes a plain :class:`ModelConfig` (or a
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,9 @@ from torch import nn
 from decoderlab.components import ATTENTION, FFN, NORM, PLACEMENT, POSITIONAL
 from decoderlab.components.attention import AttnContext, causal_mask
 from decoderlab.components.base import ModelDims
+from decoderlab.errors import PositionRangeError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -141,23 +145,54 @@ class Decoder(nn.Module):
     def generate(
         self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
         top_p: float | None = None, generator: torch.Generator | None = None, use_cache: bool = True,
+        context: int | None = None,
     ) -> torch.Tensor:
-        """Sample ``max_new_tokens`` continuations of ``idx`` (B, T); returns (B, T + max_new_tokens)."""
-        limit = self.positional.max_positions
-        if use_cache and (limit is None or idx.shape[1] + max_new_tokens <= limit):
-            caches = [KVCache() for _ in self.blocks]
-            logits = self(idx, caches)[:, -1, :]
-            for _ in range(max_new_tokens):
-                nxt = sample_next(logits, temperature, top_k, top_p, generator)
-                idx = torch.cat((idx, nxt), dim=1)
-                if _ < max_new_tokens - 1:
-                    logits = self(nxt, caches)[:, -1, :]
-            return idx
-        window = limit or self.cfg.block_size
-        for _ in range(max_new_tokens):  # sliding window: re-encode the last `window` tokens
-            logits = self(idx[:, -window:])[:, -1, :]
+        """Sample ``max_new_tokens`` continuations of ``idx`` (B, T); returns (B, T' + max_new_tokens).
+
+        Semantics (identical with and without the KV cache): every token is predicted from the last
+        ``context`` tokens (default ``block_size``), placed at positions 0..context-1.
+
+        - A prompt longer than ``context`` is cropped to its last ``context`` tokens, with a warning (T' = context).
+        - ``context`` past what the encoding can represent (``positional.max_positions``: learned positions past
+          their table) raises :class:`PositionRangeError` saying why.
+        - While the sequence fits in ``context`` the KV cache feeds one token per step; once it is longer the
+          window slides and is re-encoded every step (nanoGPT's semantics), because absolute encodings need the
+          window back at position 0. Encodings that extrapolate (rope, alibi, t5, sinusoidal, ...) may be given a
+          ``context`` past ``block_size``: the cache then runs through it (length extrapolation, as measured by
+          ``decoderlab-eval``).
+        """
+        context = self._generation_context(context)
+        if idx.shape[1] > context:
+            log.warning("prompt of %d tokens is longer than the context of %d tokens: keeping its last %d",
+                        idx.shape[1], context, context)
+            idx = idx[:, -context:]
+        caches: list[KVCache] | None = None
+        for _ in range(max_new_tokens):
+            if use_cache and idx.shape[1] <= context:
+                if caches is None:  # prefill the prompt
+                    caches = [KVCache() for _ in self.blocks]
+                    logits = self(idx, caches)[:, -1, :]
+                else:
+                    logits = self(idx[:, -1:], caches)[:, -1, :]  # (B, V): one new token at position T-1
+            else:  # the window slides (or no cache): re-encode the last `context` tokens at positions 0..
+                logits = self(idx[:, -context:])[:, -1, :]
             idx = torch.cat((idx, sample_next(logits, temperature, top_k, top_p, generator)), dim=1)
         return idx
+
+    def _generation_context(self, context: int | None) -> int:
+        """The generation window: ``block_size`` by default, checked against the encoding's position range."""
+        context = int(context or self.cfg.block_size)
+        if context < 1:
+            raise ValueError(f"context must be at least 1 token, got {context}")
+        limit = self.positional.max_positions
+        if limit is not None and context > limit:
+            raise PositionRangeError(
+                f"a context of {context} tokens needs positions up to {context - 1}, but this model's positional "
+                f"encoding ({type(self.positional).__name__}) represents only {limit} positions: a table of learned "
+                f"positions cannot extrapolate past its size. Use a context of at most {limit} tokens, or an "
+                f"encoding that extrapolates."
+            )
+        return context
 
 
 def sample_next(

@@ -67,6 +67,9 @@ def load_plugins(force: bool = False) -> dict[str, str]:
     import decoderlab.data  # noqa: F401
 
     for d in plugin_dirs():
+        if not d.is_dir():
+            warnings.warn(f"decoderlab plugin folder '{d}' does not exist; skipped", stacklevel=2)
+            continue
         for path in sorted(d.iterdir()):
             if path.name.startswith(("_", ".", "test_")):
                 continue

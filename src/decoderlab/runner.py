@@ -60,20 +60,38 @@ def build_data(cfg: DictConfig) -> tuple[Any, Any]:
     return data, dm
 
 
-def build_model(cfg: DictConfig, vocab_size: int) -> Decoder:
-    model_cfg = OmegaConf.to_object(cfg.model)  # typed ModelSchema with typed component configs
+def tokenizer_summary(data: Any) -> dict[str, Any]:
+    tok = data.tokenizer
+    return {"name": tok.cfg.name, "vocab_size": tok.vocab_size, "fingerprint": tok.fingerprint(),
+            **data.meta.get("tokenizer_report", {})}
+
+
+def build_model(cfg: DictConfig, vocab_size: int, tokenizer: Any = None) -> Decoder:
+    from decoderlab.sweep.sizing import model_config
+
+    model_cfg = model_config(cfg, vocab_size)  # typed ModelSchema; FFN sized to model.param_budget when set
     try:
-        return Decoder(model_cfg, vocab_size)
+        model = Decoder(model_cfg, vocab_size)
     except ValueError as e:  # a component rejecting its dimensions: a config mistake
         raise ConfigError(str(e)) from None
+    from decoderlab.vocab import maybe_init_from
+
+    return maybe_init_from(cfg, model, tokenizer)  # model.init_from: weights (and a grown vocabulary)
 
 
-def run(cfg: DictConfig, out: Path) -> float | None:
-    """Train one model; writes config, tokenizer, checkpoints, metrics, sample and summary to ``out``."""
+def run(cfg: DictConfig, out: Path, fingerprint: str | None = None) -> float | None:
+    """Train one model; writes config, tokenizer, checkpoints, metrics, sample and summary to ``out``.
+
+    ``fingerprint`` (of the config before any sweep bookkeeping touched it) goes into ``status.json``: a sweep
+    re-run skips a job whose status is "completed" with the same fingerprint.
+    """
+    from decoderlab.sweep.jobs import fingerprint as config_fingerprint
+    from decoderlab.sweep.sizing import ffn_hidden, without_pending
     from decoderlab.train import write_status
 
-    validate(cfg)
-    write_status(out, "running")
+    validate(without_pending(cfg))
+    fp = fingerprint or config_fingerprint(cfg)
+    write_status(out, "running", fingerprint=fp)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     import lightning as L
@@ -82,15 +100,18 @@ def run(cfg: DictConfig, out: Path) -> float | None:
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     data, dm = build_data(cfg)
     data.tokenizer.save(out)
-    model = build_model(cfg, data.tokenizer.vocab_size)
+    model = build_model(cfg, data.tokenizer.vocab_size, data.tokenizer)
     counts = model.param_counts()
     log.info("model: %s parameters (%s non-embedding)", f"{counts['total']:,}", f"{counts['non_embedding']:,}")
     from decoderlab.fit import fit
 
     result = fit(cfg, out, model, data, dm, flat_config(cfg), slot_choices())
-    summary = {"params": counts, **result, "run_dir": str(out), "choices": slot_choices()}
+    if not result.pop("rank_zero", True):  # DDP: rank 0 alone writes the summary and prints
+        return result.get("val_loss")
+    summary = {"params": counts, **result, "run_dir": str(out), "choices": slot_choices(),
+               "ffn_hidden": ffn_hidden(model), "tokenizer": tokenizer_summary(data)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    write_status(out, "completed")
+    write_status(out, "completed", fingerprint=fp)
     from decoderlab.report import print_summary
 
     print_summary(summary)

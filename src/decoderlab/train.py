@@ -2,7 +2,8 @@
 
     decoderlab-train                                   # default: nanoGPT's CPU recipe on Shakespeare
     decoderlab-train model/positional=rope model.positional.base=500000 trainer.max_steps=500
-    decoderlab-train -m model/positional=sinusoidal,rope,t5
+    decoderlab-train -m model/positional=sinusoidal,rope,t5 seed=0,1,2   # each job in its own process
+    decoderlab-train --plan -m model/ffn=mlp,swiglu ++model.param_budget=800000   # sizes, FLOPs, memory only
 """
 
 from __future__ import annotations
@@ -55,23 +56,73 @@ def write_status(directory: Path, status: str, **extra: Any) -> None:
 
 def task(cfg: Any) -> float | None:
     """The Hydra task function: one training run. Returns the final val loss (the sweep objective)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+    from decoderlab.sweep.jobs import fingerprint, read_json
 
+    if _plan_requested():
+        return _plan(cfg)
     out = run_dir()
+    fp = fingerprint(cfg)  # before sweep bookkeeping (wandb names) touches the config
+    if _finished_earlier(out, fp):
+        return (read_json(out / "summary.json") or {}).get("val_loss")
     try:
-        from decoderlab.runner import run
+        from decoderlab.runner import run, slot_choices
+        from decoderlab.sweep.child import tag_wandb
 
-        return run(cfg, out)
+        tag_wandb(cfg, slot_choices())
+        return run(cfg, out, fp)
     except UserError as e:
         write_status(out, "failed", error=str(e))
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or _multirun():
             raise
         _report_user_error(e)
         sys.exit(1)
+    except SystemExit as e:
+        if type(e).__name__ == "SIGTERMException":  # Lightning's graceful stop on SIGTERM exits 0 otherwise
+            write_status(out, "failed", error="terminated by SIGTERM")
+            raise SystemExit(143) from None
+        write_status(out, "failed", error=f"exit {e.code}")
+        raise
     except BaseException as e:
         write_status(out, "failed", error=f"{type(e).__name__}: {e}")
         raise
+
+
+def _multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _finished_earlier(out: Path, fp: str) -> bool:
+    """Under an in-process launcher (basic, submitit), a multirun job that already finished is skipped."""
+    from decoderlab.sweep.jobs import is_finished
+
+    if not _multirun() or not is_finished(out, fp):
+        return False
+    log.info("skipped: %s finished earlier with the same config", out)
+    return True
+
+
+def _plan_requested() -> bool:
+    from decoderlab.sweep.launch import plan_requested
+
+    return plan_requested()
+
+
+def _plan(cfg: Any) -> None:
+    """``--plan`` of one run (or one job under an in-process launcher): sizes, FLOPs, memory; no training."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from decoderlab.sweep import results
+    from decoderlab.sweep.plan import plan_row, print_plan
+
+    overrides = [o for o in HydraConfig.get().overrides.task]
+    row = plan_row(None, ",".join(overrides) or "(defaults)", cfg)
+    print_plan([row])
+    if row.error:
+        results.PLAN_INVALID.append(row.error)
+    return None
 
 
 def _report_user_error(e: UserError) -> None:
@@ -81,13 +132,47 @@ def _report_user_error(e: UserError) -> None:
     Console(stderr=True).print(Text("error: ", style="bold red") + Text(str(e)))
 
 
+def _cli_args(argv: list[str]) -> list[str]:
+    """``--plan`` -> plan mode (no training, no run directory); the decoderlab launcher by default."""
+    from decoderlab.sweep.launch import PLAN_ENV
+
+    args = list(argv)
+    if "--plan" in args:
+        args = [a for a in args if a != "--plan"]
+        os.environ[PLAN_ENV] = "1"
+        for key, value in (("hydra.run.dir", "."), ("hydra.output_subdir", "null"), ("hydra/job_logging", "stdout")):
+            if not any(a.lstrip("+").startswith(key + "=") for a in args):
+                args.append(f"{key}={value}")
+    defaults_name_it = "hydra/launcher" in (Path(conf_dir()) / "train.yaml").read_text()
+    if not defaults_name_it and not any(a.lstrip("+").startswith("hydra/launcher=") for a in args):
+        args.append("hydra/launcher=decoderlab")  # each job in its own process (sweep.launch)
+    return args
+
+
+def _finish_sweeps() -> int:
+    """Print the per-job table of every sweep this process ran; the exit status (1 if any job failed)."""
+    from decoderlab.sweep import results
+
+    code = 1 if results.PLAN_INVALID else 0
+    for sweep_dir, jobs in results.session_results().items():
+        results.print_summary(sweep_dir, jobs)
+        code = code or int(any(not j.ok for j in jobs))
+    return code
+
+
 def main() -> None:
     """Console entry point ``decoderlab-train``."""
     import hydra
 
+    sys.argv[1:] = _cli_args(sys.argv[1:])
     _prepare_process()
     app = hydra.main(version_base=None, config_path=conf_dir(), config_name="train")(task)
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        _finish_sweeps()
+        sys.exit(130)
+    sys.exit(_finish_sweeps())
 
 
 if __name__ == "__main__":

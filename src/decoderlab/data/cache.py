@@ -89,6 +89,7 @@ def prepare(corpus: Corpus, tokenizer: Tokenizer, block_size: int) -> TokenizedC
     else:
         directory.mkdir(parents=True, exist_ok=True)
         tokenizer, meta = _build(corpus, tokenizer, directory)
+    _log_tokenizer(cfg, meta)
     train = np.memmap(directory / "train.bin", dtype=meta["dtype"], mode="r", shape=(meta["n_train"],))
     val = np.memmap(directory / "val.bin", dtype=meta["dtype"], mode="r", shape=(meta["n_val"] + 1,))
     _check_length(cfg, meta, block_size)
@@ -116,14 +117,33 @@ def _build(corpus: Corpus, tokenizer: Tokenizer, directory: Path) -> tuple[Token
         (c for c in [np.asarray(last)] + [tokenizer.encode(va) for _, _, va in _splits(corpus, vf)]),
         dtype,
     ) - 1
+    val_ids = np.memmap(directory / "val.bin", dtype=dtype, mode="r")[1:]
     meta = {"dtype": dtype.name, "n_train": n_train, "n_val": n_val, "val_bytes": val_bytes, "n_docs": n_docs,
-            "vocab_size": tokenizer.vocab_size, "corpus": cfg.name}
+            "vocab_size": tokenizer.vocab_size, "corpus": cfg.name,
+            "val_token_bytes": int(tokenizer.token_bytes()[np.asarray(val_ids)].sum()),
+            "tokenizer_report": tokenizer.report()}
     tokenizer.save(directory)
     tmp = directory / "meta.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2))
     tmp.replace(directory / "meta.json")  # written last: its presence marks a complete cache
     log.info("tokenized %s: %d train / %d val tokens -> %s", cfg.name, n_train, n_val, directory)
     return tokenizer, meta
+
+
+def _log_tokenizer(cfg: DataConfig, meta: dict) -> None:
+    """The tokenizer's own figures (``<unk>`` count, tokens added, ...) and a warning when bits-per-byte is inexact."""
+    report = meta.get("tokenizer_report") or {}
+    if report:
+        log.info("tokenizer on data=%s: %s", cfg.name, ", ".join(f"{k}={v}" for k, v in report.items()))
+    if report.get("unk_tokens"):
+        log.warning("data=%s: %d characters are not in the tokenizer's vocabulary and were mapped to <unk>",
+                    cfg.name, report["unk_tokens"])
+    counted = meta.get("val_token_bytes")
+    if counted is not None and counted != meta["val_bytes"]:
+        log.warning(
+            "data=%s: the held-out tokens stand for %d bytes but the held-out text has %d UTF-8 bytes: this "
+            "tokenizer does not round-trip exactly (normalization or <unk>), so val/bpb is approximate",
+            cfg.name, counted, meta["val_bytes"])
 
 
 def _check_length(cfg: DataConfig, meta: dict, block_size: int) -> None:

@@ -44,6 +44,6 @@ class Positional(nn.Module):
 POSITIONAL: Registry[Positional] = Registry("model/positional", Positional)
 
 # Core encodings register themselves on import.
-from decoderlab.components.positional import learned, rope, sinusoidal, t5  # noqa: E402,F401
+from decoderlab.components.positional import alibi, learned, nope, rope, sinusoidal, t5, xpos  # noqa: E402,F401
 
 __all__ = ["POSITIONAL", "Positional"]

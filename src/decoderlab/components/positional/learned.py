@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,6 +19,14 @@ class LearnedConfig(ComponentConfig):
     # Table size; None means model.block_size.
     max_positions: int | None = None
 
+    def check(self, model_cfg: Any) -> list[str]:
+        if self.max_positions is not None and self.max_positions < int(model_cfg.block_size):
+            return [
+                f"model.positional.max_positions={self.max_positions} is smaller than model.block_size="
+                f"{model_cfg.block_size}: training windows would run past the learned table"
+            ]
+        return []
+
 
 @POSITIONAL.register("learned", LearnedConfig)
 class Learned(Positional):
@@ -27,6 +36,8 @@ class Learned(Positional):
 
     def __init__(self, cfg: LearnedConfig, dims: ModelDims):
         super().__init__()
+        if cfg.max_positions is not None and cfg.max_positions < 1:
+            raise ValueError(f"model.positional.max_positions must be positive, got {cfg.max_positions}")
         self.max_positions = cfg.max_positions or dims.block_size
         self.wpe = nn.Embedding(self.max_positions, dims.d_model)
 

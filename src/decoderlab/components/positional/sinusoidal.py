@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -17,6 +18,11 @@ class SinusoidalConfig(ComponentConfig):
     base: float = 10000.0
     # Scale token embeddings by sqrt(d_model) before adding PE (§3.4): small embeddings are otherwise swamped.
     scale_embeddings: bool = True
+
+    def check(self, model_cfg: Any) -> list[str]:
+        if int(model_cfg.d_model) % 2:
+            return [f"model.positional=sinusoidal needs an even model.d_model (sin/cos pairs), got {model_cfg.d_model}"]
+        return []
 
 
 def sinusoid_table(n_pos: int, d_model: int, base: float, offset: int = 0) -> torch.Tensor:

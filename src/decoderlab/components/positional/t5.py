@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,6 +18,14 @@ from decoderlab.registry import ComponentConfig
 class T5Config(ComponentConfig):
     num_buckets: int = 32
     max_distance: int = 128
+
+    def check(self, model_cfg: Any = None) -> list[str]:
+        if self.num_buckets < 2 or self.max_distance <= self.num_buckets // 2:
+            return [
+                f"model.positional.num_buckets={self.num_buckets} and model.positional.max_distance="
+                f"{self.max_distance}: need num_buckets >= 2 and max_distance > num_buckets // 2"
+            ]
+        return []
 
 
 def t5_bucket(distance: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
@@ -43,11 +52,9 @@ class T5Bias(Positional):
 
     def __init__(self, cfg: T5Config, dims: ModelDims):
         super().__init__()
-        if cfg.num_buckets < 2 or cfg.max_distance <= cfg.num_buckets // 2:
-            raise ValueError(
-                f"t5 needs num_buckets >= 2 and max_distance > num_buckets // 2, got "
-                f"num_buckets={cfg.num_buckets}, max_distance={cfg.max_distance}"
-            )
+        problems = cfg.check()
+        if problems:
+            raise ValueError("t5: " + "; ".join(problems))
         self.num_buckets, self.max_distance = cfg.num_buckets, cfg.max_distance
         self.rel_bias = nn.Embedding(cfg.num_buckets, dims.n_heads)
 

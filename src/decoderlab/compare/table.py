@@ -1,0 +1,168 @@
+"""Group runs into variants (by the config keys that vary, the seed left out) and tabulate them."""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from decoderlab.compare.runs import BOOKKEEPING, Run
+from decoderlab.compare.stats import MeanCI, mean_ci
+from decoderlab.sweep.jobs import override_key, variant_label, varying
+
+SEED_KEYS = ("seed",)
+# (column, summary field, digits) of the results table; each is a mean ± 95% CI over the variant's seeds.
+METRICS = (("val loss", "val_loss", 4), ("val bits/byte", "val_bpb", 4), ("tokens/s", "tokens_per_s", 0),
+           ("wall s", "wall_seconds", 1))
+PARAMS = (("params", "params.total"), ("non-embedding", "params.non_embedding"))
+
+
+@dataclass
+class Variant:
+    label: str
+    key: tuple
+    values: dict[str, Any]  # the varying config keys and their values
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def ok(self) -> list[Run]:
+        return [r for r in self.runs if r.ok]
+
+    @property
+    def failed(self) -> list[Run]:
+        return [r for r in self.runs if not r.ok]
+
+    def stat(self, field_name: str) -> MeanCI:
+        return mean_ci(r.metric(field_name) for r in self.ok)
+
+    def seeds(self) -> list[Any]:
+        return [r.config.get("seed") for r in self.runs]
+
+
+def _bookkeeping(key: str) -> bool:
+    """Config keys (``logger.x``) and group overrides (``logger``, ``hydra/launcher``) that are not the experiment."""
+    return key.startswith(BOOKKEEPING) or key.replace("/", ".").split(".")[0] in ("logger", "hydra", "sample")
+
+
+def varying_keys(runs: list[Run], exclude: tuple[str, ...] = SEED_KEYS) -> list[str]:
+    """Config keys whose value differs between runs (missing counts as a value), bookkeeping left out."""
+    with_cfg = [r for r in runs if r.config]
+    keys = sorted({k for r in with_cfg for k in r.config})
+    out = []
+    for k in keys:
+        if k in exclude or _bookkeeping(k):
+            continue
+        if len({repr(r.config.get(k, "<unset>")) for r in with_cfg}) > 1:
+            out.append(k)
+    return out
+
+
+def _override_labels(runs: list[Run]) -> list[str] | None:
+    """Each run's variant name from its varying overrides (seed and bookkeeping left out), when every run has
+    its overrides (``.hydra/overrides.yaml``, or the launcher's record for a job that never started)."""
+    if not runs or any(r.overrides is None for r in runs):
+        return None
+    per_run = varying([[o for o in r.overrides or [] if not _bookkeeping(override_key(o))] for r in runs])
+    return [variant_label(v, SEED_KEYS) for v in per_run]
+
+
+def group(runs: list[Run], by: list[str] | None = None) -> tuple[list[Variant], list[str]]:
+    """Variants in order of first appearance, and the varying config keys.
+
+    A variant is the runs that share their varying overrides (the user's own words; the seed aside) or, for
+    runs without ``.hydra/overrides.yaml``, their varying config values; ``by`` names the keys instead.
+    """
+    keys = varying_keys(runs)
+    if by:
+        labels = [",".join(f"{k}={r.config.get(k, '-')}" for k in by) for r in runs]
+    else:
+        labels = _override_labels(runs) or [
+            ",".join(f"{k.removeprefix('choice/')}={r.config.get(k, '-')}"
+                     for k in ([k for k in keys if k.startswith("choice/")] or keys)) or "default" for r in runs]
+    variants: dict[str, Variant] = {}
+    for run, label in zip(runs, labels):
+        if label not in variants:
+            variants[label] = Variant(label, (label,), {})
+        v = variants[label]
+        v.runs.append(run)
+        if run.config and not v.values:
+            v.values = {k: run.config.get(k) for k in keys}
+    return list(variants.values()), (by or keys)
+
+
+def display_keys(keys: list[str]) -> list[str]:
+    """The varying keys worth showing: a component's own fields are left out when its choice varies."""
+    groups = [k.removeprefix("choice/").replace("/", ".") + "." for k in keys if k.startswith("choice/")]
+    return [k for k in keys if not (k.startswith(tuple(groups)) and not k.startswith("choice/"))]
+
+
+def _params(v: Variant, field_name: str) -> str:
+    vals = sorted({int(x) for x in (r.metric(field_name) for r in v.ok) if x is not None})
+    if not vals:
+        return "-"
+    return f"{vals[0]:,}" if len(vals) == 1 else f"{vals[0]:,}–{vals[-1]:,}"
+
+
+def rows(variants: list[Variant]) -> list[dict[str, str]]:
+    """The results table as display strings."""
+    out = []
+    for v in variants:
+        row = {"variant": v.label, "seeds ok": f"{len(v.ok)}/{len(v.runs)}"}
+        for col, name, digits in METRICS:
+            row[col] = v.stat(name).fmt(digits)
+        for col, name in PARAMS:
+            row[col] = _params(v, name)
+        row["failed"] = str(len(v.failed)) if v.failed else ""
+        out.append(row)
+    return out
+
+
+def write_markdown(path: Path, variants: list[Variant], keys: list[str], runs: list[Run]) -> None:
+    table = rows(variants)
+    cols = list(table[0].keys()) if table else []
+    lines = ["# decoderlab comparison", "",
+             f"{len(runs)} runs, {len(variants)} variants; varying: {', '.join(display_keys(keys)) or '(none)'}.",
+             "Values are mean ± 95% confidence interval over seeds (Student t, n-1 degrees of freedom); "
+             "a single seed shows its value alone.", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(r[c].replace("|", "\\|") for c in cols) + " |" for r in table]
+    failed = [r for r in runs if not r.ok]
+    if failed:
+        lines += ["", "## Failed runs", ""] + [f"- `{r.dir}`: {r.status}: {r.reason}" for r in failed]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_csv(path: Path, variants: list[Variant], keys: list[str]) -> None:
+    """One row per variant: varying keys, counts, and mean / ci95 / n of every metric (numbers, not text)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        header = ["variant", *keys, "runs", "completed", "failed"]
+        for _, name, _ in METRICS:
+            header += [f"{name}_mean", f"{name}_ci95", f"{name}_n"]
+        header += [name.replace(".", "_") for _, name in PARAMS]
+        w.writerow(header)
+        for v in variants:
+            row: list[Any] = [v.label, *[v.values.get(k) for k in keys], len(v.runs), len(v.ok), len(v.failed)]
+            for _, name, _ in METRICS:
+                s = v.stat(name)
+                row += [_num(s.mean), _num(s.half), s.n]
+            row += [_params(v, name).replace(",", "").replace("-", "") for _, name in PARAMS]
+            w.writerow(row)
+
+
+def write_runs_csv(path: Path, runs: list[Run], labels: dict[int, str]) -> None:
+    """One row per run, failed ones included with their reason."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["variant", "dir", "seed", "status", "reason", "val_loss", "val_bpb", "tokens_per_s",
+                    "wall_seconds", "params_total", "params_non_embedding"])
+        for r in runs:
+            w.writerow([labels.get(id(r), ""), str(r.dir), r.config.get("seed", ""), r.status, r.reason,
+                        *[_num(r.metric(m)) for m in ("val_loss", "val_bpb", "tokens_per_s", "wall_seconds",
+                                                       "params.total", "params.non_embedding")]])
+
+
+def _num(x: float | None) -> Any:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else x

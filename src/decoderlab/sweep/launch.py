@@ -1,0 +1,231 @@
+"""The engine of the ``decoderlab`` Hydra launcher: every job of a sweep in its own child process.
+
+    parent (decoderlab-train -m ...)                 child, one per job, one after another (n_jobs=1)
+    compose + validate every job  ──►  skip finished ──►  python -m decoderlab.train <its overrides only>
+    plan (--plan): print, launch nothing                  hydra.mode=RUN hydra.run.dir=<sweep>/<job>
+    per-job table + sweep_summary.json  ◄──  exit code, status.json, summary.json, job.log
+
+A job that raises, exits, is terminated or killed (SIGKILL included) ends only its own process: the parent records
+why and goes on. The child sees a plain single run with its own overrides, so Lightning's DDP re-launch (which
+re-runs ``sys.argv``) starts that job again, not the whole sweep (DESIGN §9). Failed jobs are reported by the
+table, the JSON file and decoderlab-train's exit status rather than by raising, so later batches still run;
+a failed job's objective is None, which Optuna records as a failed trial.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from decoderlab.sweep import results as R
+from decoderlab.sweep.jobs import (
+    fingerprint,
+    is_finished,
+    override_key,
+    quote,
+    set_aside,
+    task_config,
+    variant_label,
+    varying,
+)
+
+log = logging.getLogger("decoderlab.sweep")
+JOB_ENV = "DECODERLAB_SWEEP_JOB"
+PLAN_ENV = "DECODERLAB_PLAN"
+# Parent-only Hydra overrides that must not reach a child (it is a single run in its own directory).
+_PARENT_ONLY = ("hydra/launcher", "hydra.launcher", "hydra/sweeper", "hydra.sweeper", "hydra.sweep.", "hydra.mode",
+                "hydra.run.dir", "hydra.job.num", "hydra.job.id")
+
+
+@dataclass
+class Settings:
+    """``hydra.launcher.*`` of the decoderlab launcher."""
+
+    n_jobs: int = 1
+    timeout_s: float | None = None
+    kill_grace_s: float = 30.0
+    skip_finished: bool = True
+    stream_output: bool = True
+
+
+@dataclass
+class JobSpec:
+    num: int
+    overrides: list[str]
+    varying: list[str]
+    dir: Path
+    cfg: DictConfig | None = None  # task config (no hydra node)
+    sweep_cfg: DictConfig | None = None
+    fp: str | None = None
+    error: str | None = None  # composition / validation error: the job is not launched
+
+
+def sweep_keys(config: DictConfig) -> set[str]:
+    """Keys the sweep varies: sweep overrides on the command line and ``hydra.sweeper.params``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    candidates = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    keys = set()
+    parser = OverridesParser.create()
+    for text in candidates:  # a single value in sweeper.params is a setting, not an axis
+        try:
+            parsed = parser.parse_override(text)
+        except Exception:  # noqa: BLE001 - only a labelling aid
+            continue
+        if parsed.is_sweep_override():
+            keys.add(parsed.key_or_group)
+    return keys
+
+
+def varying_of(job_overrides: Sequence[Sequence[str]], keys: set[str]) -> list[list[str]]:
+    """Per job, the overrides on a sweep axis or differing between the jobs of this batch."""
+    differing = varying(job_overrides)
+    return [[o for o in job if override_key(o) in keys or o in diff] for job, diff in zip(job_overrides, differing)]
+
+
+def prepare(ctx: Any, config: DictConfig, job_overrides: Sequence[Sequence[str]], first: int) -> list[JobSpec]:
+    """Compose and validate every job; a job that cannot be composed carries its error instead."""
+    from hydra.core.hydra_config import HydraConfig
+
+    sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+    labels = varying_of(job_overrides, sweep_keys(config))
+    saved = HydraConfig.instance().cfg
+    specs = []
+    try:
+        for i, overrides in enumerate(job_overrides):
+            spec = JobSpec(first + i, list(overrides), labels[i], sweep_dir / str(first + i))
+            _compose(ctx, config, spec, sweep_dir)
+            specs.append(spec)
+    finally:
+        HydraConfig.instance().cfg = saved
+    return specs
+
+
+def _compose(ctx: Any, config: DictConfig, spec: JobSpec, sweep_dir: Path) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from decoderlab.config import validate
+    from decoderlab.sweep.sizing import without_pending
+
+    try:
+        sweep_cfg = ctx.config_loader.load_sweep_config(config, list(spec.overrides))
+        with open_dict(sweep_cfg):
+            sweep_cfg.hydra.job.id = spec.num
+            sweep_cfg.hydra.job.num = spec.num
+        HydraConfig.instance().set_config(sweep_cfg)
+        spec.dir = sweep_dir / str(OmegaConf.select(sweep_cfg, "hydra.sweep.subdir"))
+        spec.sweep_cfg, spec.cfg = sweep_cfg, task_config(sweep_cfg)
+        validate(without_pending(spec.cfg))
+        spec.fp = fingerprint(spec.cfg)
+    except Exception as e:  # noqa: BLE001 - composition, interpolation or validation: this job's problem
+        msg = str(e) if type(e).__name__ == "ConfigError" else f"cannot compose: {type(e).__name__}: {e}"
+        spec.error = msg if msg.startswith("invalid configuration") else f"invalid configuration: {msg}"
+
+
+def child_command(spec: JobSpec, config: DictConfig) -> list[str]:
+    """``python -m decoderlab.train`` with only this job's overrides, as a single run in its own directory."""
+    passthrough = [o for o in config.hydra.overrides.hydra if not override_key(o).startswith(_PARENT_ONLY)]
+    return [sys.executable, "-m", "decoderlab.train", *spec.overrides, *passthrough, "hydra.mode=RUN",
+            f"hydra.run.dir={quote(str(spec.dir))}"]
+
+
+def child_env(spec: JobSpec, config: DictConfig) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != PLAN_ENV}
+    env[JOB_ENV] = json.dumps({"sweep_dir": str(config.hydra.sweep.dir), "num": spec.num, "varying": spec.varying,
+                               "variant": variant_label(spec.varying)})
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def plan_requested() -> bool:
+    return os.environ.get(PLAN_ENV, "") not in ("", "0")
+
+
+def launch(ctx: Any, config: DictConfig, job_overrides: Sequence[Sequence[str]], first: int,
+           settings: Settings) -> list[Any]:
+    """Hydra's ``Launcher.launch``: plan, or run every job in a child process; one JobReturn per job."""
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    specs = prepare(ctx, config, job_overrides, first)
+    if plan_requested():
+        from decoderlab.sweep.plan import print_plan
+
+        rows = [_plan_row(s) for s in specs]
+        print_plan(rows)
+        R.PLAN_INVALID.extend(f"job {r.num}: {r.error}" for r in rows if r.error)
+        if not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).endswith("BasicSweeper"):
+            # A searching sweeper (Optuna) picks its next points from results: its first batch is the plan.
+            log.info("plan: the sweeper samples its points; shown is its first batch")
+            raise SystemExit(1 if R.PLAN_INVALID else 0)
+        return [_job_return(s, None) for s in specs]
+    log.info("sweep %s: %d job(s), %d at a time", sweep_dir, len(specs), max(1, settings.n_jobs))
+    done, todo = _triage(specs, settings, sweep_dir)
+    from decoderlab.sweep.execute import Pool, sigterm_as_interrupt
+
+    pool = Pool(settings.n_jobs, settings.timeout_s, settings.kill_grace_s, settings.stream_output)
+    work = [(_result(s), child_command(s, config), child_env(s, config)) for s in todo]
+    undo = sigterm_as_interrupt()
+    try:
+        ran = pool.run_all(work)
+    finally:
+        undo()
+        results = sorted(done + [w[0] for w in work], key=lambda r: r.num)
+        R.write_summary(sweep_dir, results)
+        R.remember(sweep_dir, results)
+    by_num = {r.num: r for r in ran + done}
+    return [_job_return(s, by_num[s.num]) for s in specs]
+
+
+def _triage(specs: list[JobSpec], settings: Settings, sweep_dir: Path) -> tuple[list[R.JobResult], list[JobSpec]]:
+    """Invalid jobs fail at once, finished ones are skipped, earlier attempts of the rest are set aside."""
+    done, todo = [], []
+    for s in specs:
+        if s.error:
+            done.append(_result(s, "failed", s.error))
+        elif settings.skip_finished and is_finished(s.dir, s.fp or ""):
+            res = R.collect(_result(s), 0, 0.0, [])
+            res.status, res.reason = "skipped", "finished earlier with the same config"
+            done.append(res)
+            log.info("job %d: skipped (finished earlier with the same config in %s)", s.num, s.dir)
+        else:
+            moved = set_aside(s.dir, sweep_dir)
+            if moved:
+                log.info("job %d: earlier attempt moved to %s", s.num, moved)
+            todo.append(s)
+    return done, todo
+
+
+def _result(spec: JobSpec, status: str = "not run", reason: str = "") -> R.JobResult:
+    return R.JobResult(spec.num, spec.overrides, spec.varying, str(spec.dir), status, reason)
+
+
+def _plan_row(spec: JobSpec) -> Any:
+    from decoderlab.sweep.plan import PlanRow, plan_row
+
+    label = ",".join(spec.varying) or "(single point)"
+    if spec.error or spec.cfg is None:
+        return PlanRow(spec.num, label, error=spec.error, state="invalid")
+    state = "done: skipped" if is_finished(spec.dir, spec.fp or "") else "to run"
+    return plan_row(spec.num, label, spec.cfg, state)
+
+
+def _job_return(spec: JobSpec, res: R.JobResult | None) -> Any:
+    """A Hydra JobReturn. A failed job returns None, not an exception: the launcher reports it itself, so later
+    batches still run, and Optuna records a failed trial (its sweeper crashes on NaN)."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    ret = JobReturn()
+    ret.overrides, ret.cfg, ret.hydra_cfg = spec.overrides, spec.cfg, spec.sweep_cfg
+    ret.working_dir, ret.task_name = os.getcwd(), "train"
+    ret.status = JobStatus.COMPLETED
+    ok = res is not None and res.ok and res.val_loss is not None
+    ret.return_value = float(res.val_loss) if ok else None
+    return ret

@@ -1,0 +1,145 @@
+"""Per-job outcomes of a sweep: why each job succeeded or failed, as a rich table and ``sweep_summary.json``.
+
+``sweep_summary.json`` (in the sweep directory) is a JSON object ``{"jobs": [...], "counts": {...}}``; each job
+has ``num``, ``overrides``, ``varying``, ``dir``, ``status`` (``completed`` / ``skipped`` / ``failed`` /
+``not run``), ``reason``, ``returncode``, ``seconds``, ``val_loss`` and ``val_bpb``. Batches of a sweeper that
+launches several times (Optuna) are merged by job number.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from decoderlab.sweep.jobs import read_json
+
+SUMMARY_FILE = "sweep_summary.json"
+OK_STATES = ("completed", "skipped")
+
+
+@dataclass
+class JobResult:
+    num: int
+    overrides: list[str]
+    varying: list[str]
+    dir: str
+    status: str = "not run"
+    reason: str = ""
+    returncode: int | None = None
+    seconds: float = 0.0
+    val_loss: float | None = None
+    val_bpb: float | None = None
+    log_tail: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in OK_STATES
+
+
+# Results of every batch this process launched (read by decoderlab-train's main for its exit status).
+SESSION: dict[str, dict[int, JobResult]] = {}
+PLAN_INVALID: list[str] = []  # sweep points a --plan found invalid
+
+
+def describe_exit(rc: int | None) -> str:
+    """``-9`` -> 'killed by SIGKILL'; ``143`` -> 'exit 143 (128+SIGTERM)'; ``1`` -> 'exit 1'."""
+    if rc is None:
+        return "did not start"
+    if rc < 0:
+        return f"killed by {_signame(-rc)}"
+    if rc > 128 and _signame(rc - 128) != str(rc - 128):
+        return f"exit {rc} (128+{_signame(rc - 128)})"
+    return f"exit {rc}"
+
+
+def _signame(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return str(num)
+
+
+def collect(result: JobResult, rc: int | None, seconds: float, tail: list[str]) -> JobResult:
+    """Fill ``result`` from the exit code and the files the job left (status.json, summary.json)."""
+    job_dir = Path(result.dir)
+    status = read_json(job_dir / "status.json") or {}
+    summary = read_json(job_dir / "summary.json") or {}
+    result.returncode, result.seconds, result.log_tail = rc, round(seconds, 2), tail[-20:]
+    result.val_loss, result.val_bpb = summary.get("val_loss"), summary.get("val_bpb")
+    if rc == 0 and status.get("status") == "completed":
+        result.status, result.reason = "completed", ""
+        return result
+    result.status = "failed"
+    why = describe_exit(rc)
+    err = status.get("error") if status.get("status") == "failed" else None
+    if err:
+        result.reason = why if err == f"exit {rc}" else f"{err}; {why}"
+    elif rc == 0:
+        result.reason = f"exit 0 without a completed status.json (status: {status.get('status', 'none')})"
+    else:
+        last = next((ln for ln in reversed(tail) if ln.strip()), "")
+        result.reason = why + (f"; status.json still '{status['status']}'" if status.get("status") else "") + (
+            f"; last output: {last.strip()[:200]}" if last and rc is not None and rc > 0 else "")
+    return result
+
+
+def write_summary(sweep_dir: Path, results: list[JobResult]) -> Path:
+    """Merge ``results`` into ``<sweep_dir>/sweep_summary.json`` (by job number) and return its path."""
+    path = Path(sweep_dir) / SUMMARY_FILE
+    old = read_json(path) or {}
+    jobs = {int(j["num"]): j for j in old.get("jobs", []) if "num" in j}
+    jobs.update({r.num: asdict(r) for r in results})
+    ordered = [jobs[k] for k in sorted(jobs)]
+    counts: dict[str, int] = {}
+    for j in ordered:
+        counts[j["status"]] = counts.get(j["status"], 0) + 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"sweep_dir": str(sweep_dir), "counts": counts, "jobs": ordered}, indent=2))
+    tmp.replace(path)
+    return path
+
+
+def remember(sweep_dir: Path, results: list[JobResult]) -> None:
+    SESSION.setdefault(str(sweep_dir), {}).update({r.num: r for r in results})
+
+
+def session_results() -> dict[str, list[JobResult]]:
+    return {d: [jobs[k] for k in sorted(jobs)] for d, jobs in SESSION.items()}
+
+
+def make_console() -> Any:
+    """A rich console; when output goes to a file or pipe, 160 columns rather than rich's 80 (no wrapping)."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _fmt(x: Any) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def print_summary(sweep_dir: str, results: list[JobResult], console: Any = None) -> None:
+    """The per-job table: number, variant, outcome and why, figures, time."""
+    from rich.table import Table
+    from rich.text import Text
+
+    out = console or make_console()
+    failed = sum(not r.ok for r in results)
+    title = f"sweep {sweep_dir}: {len(results) - failed} ok, {failed} failed"
+    t = Table(title=title, title_justify="left", caption=f"details: {Path(sweep_dir) / SUMMARY_FILE}",
+              caption_justify="left")
+    widest = min(60, max((len(",".join(r.varying)) for r in results), default=10))
+    for col in ("#", "job", "status", "val loss", "val bpb", "time", "reason"):
+        t.add_column(col, overflow="fold", min_width=widest if col == "job" else None)
+    style = {"completed": "green", "skipped": "cyan", "failed": "bold red", "not run": "yellow"}
+    for r in results:
+        t.add_row(str(r.num), Text(",".join(r.varying) or "(no varying keys)"),
+                  Text(r.status, style=style.get(r.status, "")), _fmt(r.val_loss), _fmt(r.val_bpb),
+                  f"{r.seconds:.1f} s", Text(r.reason))
+    out.print(t)

@@ -1,0 +1,255 @@
+"""The conformance battery: generic checks every model component must pass, plugins included.
+
+A :class:`Case` swaps one (or a few) component configs into a tiny default :class:`ModelConfig`; each ``check_*``
+function builds the model it needs and raises ``AssertionError`` with a message naming the case. The checks are
+plain functions so they run outside pytest too; :mod:`decoderlab.testing.test_battery` parametrizes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from decoderlab.model import Decoder, KVCache, ModelConfig
+
+VOCAB = 37  # odd and prime: a reshape that mixes the vocabulary with another axis cannot pass by luck
+TINY: dict[str, Any] = dict(n_layers=2, n_heads=4, d_model=32, block_size=16)
+ONLY_ENV = "DECODERLAB_CONFORMANCE_ONLY"  # "plugins": test only components not from the decoderlab package
+
+
+@dataclass(frozen=True)
+class Case:
+    """One model to test: ``slots`` maps a slot key (``attention``) to the config replacing the default's."""
+
+    slots: dict[str, dict[str, Any]]
+    source: str = "decoderlab"  # module that registered the component under test
+    label: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.label or ",".join(f"{k}={_fmt(v)}" for k, v in self.slots.items())
+
+    @property
+    def is_core(self) -> bool:
+        return self.source.startswith("decoderlab.")
+
+    def model_config(self, **overrides: Any) -> ModelConfig:
+        """The tiny default config with this case's components swapped in."""
+        return ModelConfig(**{**TINY, **overrides, **{k: dict(v) for k, v in self.slots.items()}})
+
+    def build(self, seed: int = 0, **overrides: Any) -> Decoder:
+        """A fresh model, initialized from ``seed`` without touching the global RNG."""
+        cfg = self.model_config(**overrides)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return Decoder(cfg, VOCAB).eval()
+
+
+def _fmt(cfg: dict[str, Any]) -> str:
+    extra = ",".join(f"{k}={v}" for k, v in cfg.items() if k != "name")
+    return f"{cfg['name']}[{extra}]" if extra else str(cfg["name"])
+
+
+# Core options whose fields change the computation enough to deserve their own run through the battery.
+CORE_VARIANTS: list[Case] = [
+    Case({"attention": {"name": "mha", "n_kv_heads": 2}, "positional": {"name": "rope"}}),
+    Case({"attention": {"name": "mha", "n_kv_heads": 1}}),
+    Case({"attention": {"name": "mha", "qk_norm": True}, "positional": {"name": "rope"}}),
+    Case({"attention": {"name": "mha", "impl": "math"}, "positional": {"name": "t5"}}),
+    Case({"norm": {"name": "layernorm", "bias": False}}),
+    Case({"ffn": {"name": "mlp", "activation": "relu"}}),
+    Case({"ffn": {"name": "mlp", "activation": "relu2"}}),
+    Case({"ffn": {"name": "swiglu", "match_params": False, "multiplier": 2.0}}),
+]
+
+# torch.compile costs ~20-36 s per model on a 2-core CPU: a few combinations cover every core code path kind.
+COMPILE_CASES: list[Case] = [
+    Case({}, label="defaults"),
+    Case({"positional": {"name": "rope"}, "attention": {"name": "mha", "n_kv_heads": 2, "qk_norm": True},
+          "placement": {"name": "parallel"}, "norm": {"name": "rmsnorm"}, "ffn": {"name": "swiglu"}}),
+    Case({"positional": {"name": "t5"}, "placement": {"name": "deepnorm"}, "norm": {"name": "scalenorm"},
+          "ffn": {"name": "geglu"}}),
+]
+
+
+def registered_cases() -> list[Case]:
+    """One case per registered component of every model slot, after loading plugins."""
+    from decoderlab.components import MODEL_REGISTRIES
+    from decoderlab.plugins import load_plugins
+
+    load_plugins()
+    out = []
+    for group, registry in MODEL_REGISTRIES.items():
+        slot = group.split("/", 1)[1]
+        out += [Case({slot: {"name": e.name}}, source=e.source) for e in registry]
+    return out
+
+
+def all_cases(only: str | None = None) -> list[Case]:
+    """Every registered component plus the core variants; ``only="plugins"`` keeps the non-core ones."""
+    only = only if only is not None else os.environ.get(ONLY_ENV, "")
+    cases = registered_cases()
+    if only == "plugins":
+        return [c for c in cases if not c.is_core]
+    return cases + CORE_VARIANTS
+
+
+def compile_cases(only: str | None = None) -> list[Case]:
+    """The representative core combinations, plus every plugin component on its own."""
+    only = only if only is not None else os.environ.get(ONLY_ENV, "")
+    plugin = [c for c in registered_cases() if not c.is_core]
+    return plugin if only == "plugins" else COMPILE_CASES + plugin
+
+
+def _ids(batch: int = 2, seed: int = 0, t: int | None = None) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, VOCAB, (batch, t or TINY["block_size"]), generator=g)  # (B, T)
+
+
+def _where(case: Case) -> str:
+    return f"[{case.id} from {case.source}]"
+
+
+def check_config(case: Case) -> None:
+    """Every slot config is known, typed, and passes its own ``check()`` in the tiny default model."""
+    from omegaconf import OmegaConf
+
+    from decoderlab.components import MODEL_REGISTRIES
+
+    cfg = case.model_config()
+    model_cfg = OmegaConf.create(dataclasses.asdict(cfg))
+    for group, registry in MODEL_REGISTRIES.items():
+        typed = registry.build_config(getattr(cfg, group.split("/", 1)[1]))
+        if hasattr(typed, "check"):
+            problems = typed.check(model_cfg)
+            assert isinstance(problems, list), f"{_where(case)} {group}.check() must return a list of str"
+            assert not problems, f"{_where(case)} {group}.check() rejects the tiny default model: {problems}"
+
+
+def check_shapes(case: Case) -> None:
+    """Logits are (B, T, vocab) float32 for T = 1, a middle length and block_size."""
+    model = case.build()
+    for t in (1, 5, TINY["block_size"]):
+        with torch.no_grad():
+            logits = model(_ids(t=t))
+        assert logits.shape == (2, t, VOCAB), f"{_where(case)} T={t}: logits {tuple(logits.shape)}"
+        assert logits.dtype == torch.float32, f"{_where(case)} logits dtype {logits.dtype}"
+        assert torch.isfinite(logits).all(), f"{_where(case)} T={t}: non-finite logits"
+
+
+def check_causal(case: Case) -> None:
+    """Changing tokens after position t never changes the logits at positions <= t (and does change later ones)."""
+    model = case.build()
+    x = _ids()
+    T = x.shape[1]
+    with torch.no_grad():
+        base = model(x)
+        for t in (0, T // 2, T - 2):
+            x2 = x.clone()
+            x2[:, t + 1:] = (x[:, t + 1:] + 1 + _ids(seed=t + 1)[:, t + 1:] % (VOCAB - 1)) % VOCAB  # all differ
+            out = model(x2)
+            diff = (out[:, : t + 1] - base[:, : t + 1]).abs().max().item()
+            assert diff <= 1e-6, f"{_where(case)} future tokens after {t} changed logits at <= {t} by {diff:.3g}"
+            assert not torch.allclose(out[:, t + 1:], base[:, t + 1:]), f"{_where(case)} logits ignore the tokens"
+
+
+def check_grads(case: Case) -> None:
+    """A cross-entropy backward reaches every trainable parameter with a finite gradient."""
+    model = case.build().train()
+    x = _ids()
+    model.loss(x[:, :-1], x[:, 1:]).backward()
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        assert p.grad is not None, f"{_where(case)} parameter {name} gets no gradient (unused? make it a buffer)"
+        assert torch.isfinite(p.grad).all(), f"{_where(case)} parameter {name} has a non-finite gradient"
+
+
+def check_state_dict_roundtrip(case: Case) -> None:
+    """A state dict saved with torch.save loads (weights_only, strict) into a fresh model: identical outputs."""
+    src, dst = case.build(seed=0), case.build(seed=1)
+    buf = io.BytesIO()
+    torch.save(src.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    dst.load_state_dict(state, strict=True)
+    x = _ids()
+    with torch.no_grad():
+        a, b = src(x), dst(x)
+    assert torch.equal(a, b), f"{_where(case)} outputs differ after a state-dict round trip"
+
+
+def check_determinism(case: Case) -> None:
+    """The same seed gives the same weights and outputs; dropout draws only from torch's seeded RNG."""
+    a, b = case.build(seed=3, dropout=0.1), case.build(seed=3, dropout=0.1)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), f"{_where(case)} {name} differs between two builds with one seed"
+    x, outs = _ids(), []
+    for m in (a.train(), b.train()):
+        torch.manual_seed(7)
+        outs.append(m(x))
+    assert torch.equal(outs[0], outs[1]), f"{_where(case)} training-mode outputs differ under one seed"
+
+
+def check_bf16(case: Case) -> None:
+    """Under bf16 autocast (Lightning's bf16-mixed) and in pure bf16 the forward is finite and close to fp32."""
+    model = case.build()
+    x = _ids()
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(x).float()
+        pure = model.to(torch.bfloat16)(x).float()
+    for how, out in (("autocast", mixed), ("pure bf16", pure)):
+        assert torch.isfinite(out).all(), f"{_where(case)} {how}: non-finite logits"
+        rel = ((out - ref).norm() / ref.norm()).item()
+        assert rel < 0.1, f"{_where(case)} {how}: relative error {rel:.3g} vs fp32 (bf16 should stay under 0.1)"
+
+
+def check_kv_cache(case: Case) -> None:
+    """Decoding with a KV cache (a prompt, then one token at a time) gives the logits of the full forward."""
+    model = case.build()
+    x = _ids()
+    with torch.no_grad():
+        full = model(x)
+        caches = [KVCache() for _ in model.blocks]
+        steps = [model(x[:, :6], caches)] + [model(x[:, t:t + 1], caches) for t in range(6, x.shape[1])]
+    inc = torch.cat(steps, dim=1)  # (B, T, vocab)
+    diff = (inc - full).abs().max().item()
+    assert diff <= 1e-5, f"{_where(case)} cached decoding differs from the full forward by {diff:.3g}"
+
+
+def check_compile(case: Case) -> None:
+    """``torch.compile`` (inductor) gives the eager logits (slow: ~20-36 s per model cold on a 2-core CPU)."""
+    model = case.build()
+    x = _ids()
+    with torch.no_grad():
+        ref = model(x)
+        out = torch.compile(model)(x)
+    diff = (out - ref).abs().max().item()
+    assert diff <= 1e-4, f"{_where(case)} compiled logits differ from eager by {diff:.3g}"
+
+
+CHECKS = [check_config, check_shapes, check_causal, check_grads, check_state_dict_roundtrip, check_determinism,
+          check_bf16, check_kv_cache]
+
+
+def run_all(cases: list[Case] | None = None) -> Iterator[tuple[Case, str, BaseException | None]]:
+    """Run every fast check outside pytest: yields (case, check name, error or None)."""
+    for case in cases if cases is not None else all_cases():
+        for check in CHECKS:
+            try:
+                check(case)
+                yield case, check.__name__, None
+            except Exception as e:  # noqa: BLE001 - reported per check
+                yield case, check.__name__, e
+
+
+__all__ = ["CHECKS", "COMPILE_CASES", "CORE_VARIANTS", "Case", "all_cases", "compile_cases", "registered_cases",
+           "run_all", "check_compile"]

@@ -1,0 +1,46 @@
+"""The ``decoderlab`` Hydra launcher: runs each job of a multirun in its own child process.
+
+Discovered by Hydra through the ``hydra_plugins`` namespace package (no ``__init__.py`` in ``hydra_plugins/``).
+This module stays light (Hydra imports every plugin at start-up); the work is in :mod:`decoderlab.sweep.launch`.
+
+    decoderlab-train -m model/positional=learned,rope seed=0,1,2            # the default launcher
+    decoderlab-train -m ... hydra.launcher.n_jobs=2 hydra.launcher.timeout_s=3600
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.plugins.launcher import Launcher
+
+
+@dataclass
+class DecoderlabLauncherConf:
+    _target_: str = "hydra_plugins.decoderlab_launcher.decoderlab_launcher.DecoderlabLauncher"
+    n_jobs: int = 1  # jobs running at once (each a process; mind the cores: set threads=)
+    timeout_s: float | None = None  # per job; then SIGTERM, and SIGKILL after kill_grace_s
+    kill_grace_s: float = 30.0
+    skip_finished: bool = True  # skip jobs whose status.json is "completed" with the same config
+    stream_output: bool = True  # echo each job's output (always kept in <job dir>/job.log)
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="decoderlab", node=DecoderlabLauncherConf,
+                             provider="decoderlab")
+
+
+class DecoderlabLauncher(Launcher):
+    def __init__(self, **settings: Any) -> None:
+        from decoderlab.sweep.launch import Settings
+
+        self.settings = Settings(**settings)
+        self.config: Any = None
+        self.hydra_context: Any = None
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+        self.config, self.hydra_context = config, hydra_context
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
+        from decoderlab.sweep.launch import launch
+
+        return launch(self.hydra_context, self.config, job_overrides, initial_job_idx, self.settings)

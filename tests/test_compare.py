@@ -1,0 +1,143 @@
+"""``decoderlab-compare``: variants from varying keys, mean ± Student-t 95% CI over seeds, failed runs kept,
+plots, and a self-contained HTML report checked in a real headless browser."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from decoderlab.compare import build_report, main
+from decoderlab.compare.stats import mean_ci, t975
+
+BPB = {"learned": [2.10, 2.14, 2.12], "rope": [2.00, 2.03, 2.01]}
+
+
+def fake_run(d: Path, positional: str, seed: int, bpb: float | None, status: str = "completed") -> None:
+    """A run directory as decoderlab-train writes it (config, overrides, status, summary, metrics.csv)."""
+    (d / ".hydra").mkdir(parents=True)
+    cfg = {"seed": seed, "model": {"d_model": 16, "positional": {"name": positional}}, "logger": {"csv": {}}}
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
+        ["model.d_model=16", f"model/positional={positional}", f"seed={seed}", "logger=csv"]))
+    (d / "status.json").write_text(json.dumps({"status": status}))
+    rows = [("step", "train/loss", "val/loss", "val/bpb")]
+    final = bpb if bpb is not None else 3.0
+    rows += [(s, 2.5, final * 0.7 + (99 - s) / 200, final + (99 - s) / 100) for s in (49, 99)]
+    with open(d / "metrics.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    if status == "completed":
+        summary = {"val_loss": final * 0.7, "val_bpb": final, "tokens_per_s": 1000.0 + seed, "wall_seconds": 10.0,
+                   "train_seconds": 8.0, "steps": 100, "params": {"total": 5000, "non_embedding": 4000},
+                   "choices": {"model/positional": positional, "logger": "csv"}}
+        (d / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    sw = tmp_path / "sweep"
+    n = 0
+    for pos, values in BPB.items():
+        for seed, bpb in enumerate(values):
+            fake_run(sw / str(n), pos, seed, bpb)
+            n += 1
+    fake_run(sw / "6", "rope", 3, None, status="running")  # killed: never finished
+    jobs = [{"num": 6, "dir": str(sw / "6"), "status": "failed", "reason": "killed by SIGKILL"},
+            {"num": 7, "dir": str(sw / "7"), "status": "failed",
+             "overrides": ["model.d_model=16", "model/positional=alibi", "seed=0", "logger=csv"],
+             "reason": "invalid configuration: no alibi here"}]  # never got a directory
+    (sw / "sweep_summary.json").write_text(json.dumps({"jobs": jobs}))
+    (sw / ".attempts" / "1-old").mkdir(parents=True)  # set-aside attempts are not runs
+    (sw / ".attempts" / "1-old" / "status.json").write_text('{"status": "failed"}')
+    return sw
+
+
+def test_student_t_quantiles_and_interval():
+    for df, t in ((1, 12.706), (2, 4.303), (4, 2.776), (29, 2.045), (100, 1.984), (10_000, 1.960)):
+        assert t975(df) == pytest.approx(t, abs=1e-3)
+    ci = mean_ci([2.10, 2.14, 2.12])
+    assert ci.mean == pytest.approx(2.12) and ci.n == 3
+    assert ci.half == pytest.approx(4.3027 * 0.02 / math.sqrt(3), rel=1e-4)  # s = 0.02
+    assert math.isnan(mean_ci([1.0]).half) and mean_ci([]).n == 0
+
+
+def test_report_groups_by_varying_keys_with_seed_ci_and_keeps_failed_runs(sweep: Path, tmp_path: Path):
+    files = build_report([sweep], tmp_path / "out")
+    with open(files["csv"]) as f:
+        table = {r["variant"]: r for r in csv.DictReader(f)}
+    assert set(table) == {"model/positional=learned", "model/positional=rope", "model/positional=alibi"}
+    for pos, values in BPB.items():
+        row = table[f"model/positional={pos}"]
+        ci = mean_ci(values)
+        assert float(row["val_bpb_mean"]) == pytest.approx(ci.mean)
+        assert float(row["val_bpb_ci95"]) == pytest.approx(ci.half)
+        assert row["val_bpb_n"] == "3" and row["params_total"] == "5000"
+    assert table["model/positional=rope"]["failed"] == "1"  # the killed seed: counted, not averaged
+    assert table["model/positional=alibi"]["completed"] == "0"
+
+    md = files["markdown"].read_text()
+    assert "| model/positional=rope | 3/4 | " in md and "2.0133 ± " in md
+    assert "killed by SIGKILL" in md and "invalid configuration: no alibi here" in md
+    runs = list(csv.DictReader(open(files["runs_csv"])))
+    assert len(runs) == 8 and sum(r["status"] == "failed" for r in runs) == 2
+    for name in ("val_bpb_vs_step", "val_bpb_vs_time"):
+        assert files[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and files[name].stat().st_size > 5000
+
+    page = files["html"].read_text()
+    assert page.count("data:image/png;base64,") == 2
+    assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", page) and "<script" not in page
+    assert "killed by SIGKILL" in page and 'id="results"' in page
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs the chromium binary (apt-get install -y chromium)")
+def test_html_report_renders_in_a_headless_browser(sweep: Path, tmp_path: Path):
+    files = build_report([sweep], tmp_path / "out")
+    # A copy with a probe that records, once the page has loaded, what the browser decoded.
+    probe = tmp_path / "probe.html"
+    probe.write_text(files["html"].read_text().replace("</body>", (
+        "<script>addEventListener('load', () => document.body.setAttribute('data-probe', JSON.stringify({"
+        "images: [...document.images].map(i => i.complete ? i.naturalWidth : -1),"
+        "rows: document.querySelectorAll('#results tbody tr').length}))) </script></body>")))
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'chrome'}",
+           "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    found = re.search(r"data-probe=\"([^\"]+)\"", dom)
+    assert found, dom[:2000]
+    probe_data = json.loads(found.group(1).replace("&quot;", '"'))
+    assert probe_data["rows"] == 3
+    assert len(probe_data["images"]) == 2 and all(w == 800 for w in probe_data["images"])  # decoded 8x4.8 in @100 dpi
+    assert "killed by SIGKILL" in dom and "decoderlab comparison" in dom
+
+
+def test_a_moved_sweep_keeps_its_launcher_records(sweep: Path, tmp_path: Path):
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(sweep, moved)
+    shutil.rmtree(sweep)  # the recorded absolute job paths no longer exist
+    runs = list(csv.DictReader(open(build_report([moved], tmp_path / "out")["runs_csv"])))
+    assert len(runs) == 8  # no job counted twice
+    assert next(r for r in runs if r["dir"].endswith("/6"))["reason"] == "killed by SIGKILL"
+
+
+def test_cli_writes_the_report_and_bad_input_is_a_clear_error(sweep: Path, tmp_path: Path, capsys):
+    main([str(sweep / "0"), str(sweep / "3"), "--out", str(tmp_path / "two")])  # run directories work too
+    assert (tmp_path / "two" / "report.html").is_file()
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "nope")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: no such directory" in err and "Traceback" not in err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "empty")])
+    assert "no run directories" in capsys.readouterr().err

@@ -1,0 +1,134 @@
+"""Tokenizer-fair metrics and length extrapolation: bits-per-byte is summed cross-entropy in bits over the UTF-8
+bytes of the held-out text, whatever the tokenizer; ``decoderlab-eval`` scores runs at several lengths and says
+"n/a" where an encoding cannot run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import TINY, run_cli
+from decoderlab.components.tokenizers import TOKENIZERS, load_tokenizer
+from decoderlab.data import CORPORA, prepare
+from decoderlab.data.cache import split_document
+from decoderlab.evaluate import evaluate_runs, score_length, write_outputs
+from decoderlab.model import Decoder, ModelConfig
+from decoderlab.vocab import bound_tokenizer, read_checkpoint, write_checkpoint
+
+TEXT = "".join(f"Line {i}: the quick brown fox jumps over the lazy dog {i % 7} times.\n" for i in range(50)) + \
+    "".join(f"第{i}回 话说天下大势，分久必合，合久必分。\n" for i in range(30))
+TOKENIZER_CFGS = {"char": {}, "byte": {}, "bpe": {"vocab_size": 300}}
+
+
+def text_data(tmp_path: Path, tokenizer: str, block_size: int = 8):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "c.txt").write_text(TEXT, encoding="utf-8")
+    cfg = {"name": "text", "paths": [str(tmp_path / "c.txt")], "cache_dir": str(tmp_path / "cache")}
+    tok = TOKENIZERS.build({"name": tokenizer, **TOKENIZER_CFGS[tokenizer]})
+    return cfg, prepare(CORPORA.build(cfg), tok, block_size)
+
+
+HELD_OUT_BYTES = len(split_document(TEXT, 0.1)[1].encode("utf-8"))
+
+
+def tiny_model(vocab_size: int, block_size: int, positional: str = "learned") -> Decoder:
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layers=1, n_heads=2, d_model=16, block_size=block_size, positional={"name": positional})
+    return Decoder(cfg, vocab_size).eval()
+
+
+@pytest.mark.filterwarnings("ignore:.*LeafSpec")
+@pytest.mark.parametrize("tokenizer", list(TOKENIZER_CFGS))
+def test_val_bpb_is_summed_cross_entropy_bits_over_held_out_bytes(tokenizer, tmp_path):
+    import lightning as L
+
+    from decoderlab.config import OptimConfig
+    from decoderlab.data.module import DecoderDataModule
+    from decoderlab.lit import LitDecoder
+
+    _, data = text_data(tmp_path, tokenizer)
+    T = data.meta["n_val"]  # one validation window holds every held-out target: easy to compute by hand
+    model = tiny_model(data.tokenizer.vocab_size, T)
+    lit = LitDecoder(model, OptimConfig(), data.tokenizer.token_bytes(), max_steps=1)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False)
+    metrics = trainer.validate(lit, datamodule=DecoderDataModule(data, T, 4, 8, seed=0), verbose=False)[0]
+
+    ids = torch.as_tensor(np.asarray(data.val, dtype=np.int64))  # (1 + T,): a context token, then the targets
+    with torch.no_grad():
+        logp = model(ids[None, :-1])[0].log_softmax(-1)  # (T, V)
+    bits = -logp[torch.arange(T), ids[1:]].sum().item() / math.log(2)
+    assert metrics["val/bytes"] == HELD_OUT_BYTES  # the same byte count for every tokenizer
+    assert metrics["val/bpb"] == pytest.approx(bits / HELD_OUT_BYTES, rel=1e-5)
+    for length in (T, T // 3 + 1):  # decoderlab-eval scores the same targets and bytes at any length
+        nats, tokens, nbytes = score_length(model, np.asarray(data.val), data.tokenizer.token_bytes(), length)
+        assert (tokens, nbytes) == (T, HELD_OUT_BYTES)
+    assert nats > 0
+
+
+def test_tokenizers_differ_in_tokens_not_in_bytes(tmp_path):
+    counts = {}
+    for name in TOKENIZER_CFGS:
+        _, data = text_data(tmp_path / name, name)
+        tb = data.tokenizer.token_bytes()
+        assert data.meta["val_bytes"] == HELD_OUT_BYTES == int(tb[np.asarray(data.val[1:])].sum())
+        counts[name] = data.meta["n_val"]
+    assert counts["byte"] == HELD_OUT_BYTES and len(set(counts.values())) == 3  # different token counts
+
+
+def fake_sweep(tmp_path: Path, positionals: list[str]) -> Path:
+    """Run directories as decoderlab-train leaves them (config.yaml, last.ckpt bound to the cached tokenizer)."""
+    data_cfg, data = text_data(tmp_path, "char")
+    for i, pe in enumerate(positionals):
+        run = tmp_path / "sweep" / str(i)
+        model = tiny_model(data.tokenizer.vocab_size, 8, pe)
+        write_checkpoint(run / "checkpoints" / "last.ckpt", model, data.tokenizer)
+        cfg = {"model": {"block_size": 8, "positional": {"name": pe}}, "data": data_cfg, "tokenizer": {"name": "char"}}
+        OmegaConf.save(OmegaConf.create(cfg), run / "config.yaml")
+    return tmp_path / "sweep"
+
+
+def test_eval_scores_every_length_and_marks_what_cannot_run(tmp_path):
+    sweep = fake_sweep(tmp_path, ["learned", "rope"])
+    rows = evaluate_runs([str(sweep)], [1, 2, 4])
+    assert [(r.label, r.length) for r in rows] == [(f"positional={pe}", n) for pe in ("learned", "rope")
+                                                   for n in (8, 16, 32)]
+    learned, rope = rows[:3], rows[3:]
+    assert learned[0].bpb is not None and learned[0].note == ""
+    assert all(r.loss is None and r.note.startswith("n/a") and "8 positions" in r.note for r in learned[1:])
+    assert all(r.loss is not None and r.bytes == HELD_OUT_BYTES for r in rope)
+    assert len({r.tokens for r in rope}) == 1  # every length scores the same targets
+    files = write_outputs(rows, tmp_path / "out")
+    table = list(csv.DictReader(open(files[0], encoding="utf-8")))
+    assert [r["length"] for r in table] == ["8", "16", "32"] * 2 and table[1]["bpb"] == ""
+    assert "n/a" in files[1].read_text() and files[2].read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_trained_bpe_run_is_bound_to_its_tokenizer_and_evaluates(tmp_path, tiny_corpus):
+    run = tmp_path / "run"
+    args = ["decoderlab-train", *TINY, "logger=csv", "data=text", f"data.paths=[{tiny_corpus}]", "tokenizer=bpe",
+            "tokenizer.vocab_size=300", "model/positional=rope", "data.val_max_windows=null", f"hydra.run.dir={run}"]
+    res = run_cli(args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    from tokenizers import Tokenizer as HFTok
+
+    ckpt_tok = bound_tokenizer(read_checkpoint(run / "checkpoints" / "last.ckpt"), "ckpt")
+    assert ckpt_tok.fingerprint() == load_tokenizer(run).fingerprint()  # the record beside the HF file
+    hf = HFTok.from_file(str(run / "tokenizer.json"))  # a plain Hugging Face tokenizer.json
+    assert hf.encode("the lazy dog").ids == ckpt_tok.encode("the lazy dog").tolist()
+
+    res = run_cli(["decoderlab-eval", str(run), "--lengths", "1,2", "--threads", "1"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = list(csv.DictReader(open(run / "eval" / "extrapolation.csv", encoding="utf-8")))
+    assert [r["length"] for r in rows] == ["16", "32"] and all(r["bpb"] for r in rows)
+    summary = json.loads((run / "summary.json").read_text())
+    assert float(rows[0]["bpb"]) == pytest.approx(summary["val_bpb"], abs=1e-4)  # 1x is the run's own val/bpb
+    assert (run / "eval" / "extrapolation.png").is_file() and (run / "eval" / "extrapolation.md").is_file()

@@ -1,0 +1,181 @@
+"""Sweeps end to end through ``decoderlab-train -m``: each job in its own process, failures isolated and reported,
+finished jobs skipped on a re-run, one wandb run per job, and the Optuna / submitit plugins as optional extras."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, run_cli
+
+pytestmark = pytest.mark.slow
+
+# A test-only plugin: an MLP that fails on purpose at its 2nd training forward (loaded from a tmp plugin dir).
+CHAOS_PLUGIN = '''
+import os, signal, sys
+from dataclasses import dataclass
+from decoderlab.components.ffn import FFN, MLP, MLPConfig
+
+@dataclass
+class ChaosConfig(MLPConfig):
+    mode: str = "none"  # none | raise | exit143 | sigterm | sigkill
+
+@FFN.register("chaos", ChaosConfig)
+class Chaos(MLP):
+    """Test only: an MLP that raises, exits or is killed at its 2nd training forward."""
+
+    def __init__(self, cfg, dims):
+        super().__init__(cfg, dims)
+        self.mode, self.calls = cfg.mode, 0
+
+    def forward(self, x):
+        self.calls += self.training
+        if self.calls == 2:
+            if self.mode == "raise":
+                raise RuntimeError("chaos: boom")
+            if self.mode == "exit143":
+                sys.exit(143)
+            if self.mode in ("sigterm", "sigkill"):
+                os.kill(os.getpid(), getattr(signal, self.mode.upper()))
+        return super().forward(x)
+'''
+
+
+def _sweep(tmp_path: Path, corpus: Path, *overrides: str, env: dict | None = None):
+    args = ["decoderlab-train", "-m", *TINY, "data=text", f"data.paths=[{corpus}]", *overrides]
+    return run_cli(args, cwd=tmp_path, env=env, timeout=400)
+
+
+def _jobs(sweep: Path) -> dict[int, dict]:
+    return {j["num"]: j for j in json.loads((sweep / "sweep_summary.json").read_text())["jobs"]}
+
+
+def test_failures_are_isolated_reported_and_finished_jobs_skipped(tmp_path: Path, tiny_corpus: Path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "chaos_ffn.py").write_text(CHAOS_PLUGIN)
+    env = {"DECODERLAB_PLUGIN_PATH": str(plugins)}
+    sweep = tmp_path / "sweep"
+    # n_heads=3 does not divide d_model=16: jobs 4-7 are invalid, reported without being launched.
+    r = _sweep(tmp_path, tiny_corpus, "logger=csv", "model/ffn=chaos", "model.n_heads=2,3",
+               "model.ffn.mode=none,raise,sigterm,sigkill", f"hydra.sweep.dir={sweep}",
+               "hydra.launcher.stream_output=false", env=env)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out  # some jobs failed
+    jobs = _jobs(sweep)
+    assert [jobs[i]["status"] for i in range(8)] == ["completed"] + ["failed"] * 7, out
+    assert "RuntimeError: chaos: boom" in jobs[1]["reason"]
+    assert "143" in jobs[2]["reason"] and "SIGTERM" in jobs[2]["reason"]
+    assert jobs[3]["reason"].startswith("killed by SIGKILL")
+    assert all("must be divisible by model.n_heads=3" in jobs[i]["reason"] for i in range(4, 8))
+    assert not (sweep / "4").exists()
+    assert "1 ok, 7 failed" in out  # the per-job table at the end
+    ok = sweep / "0"  # the healthy job's results are complete
+    assert json.loads((ok / "status.json").read_text())["status"] == "completed"
+    assert json.loads((ok / "summary.json").read_text())["steps"] == 6
+    assert "val/bpb" in (ok / "metrics.csv").read_text() and (ok / "checkpoints" / "last.ckpt").is_file()
+    assert "chaos: boom" in (sweep / "1" / "job.log").read_text()  # every job's output is kept
+
+    from decoderlab.compare import build_report
+
+    files = build_report([sweep], tmp_path / "report")
+    md = files["markdown"].read_text()
+    assert "model.ffn.mode=none" in md and "## Failed runs" in md
+    for reason in ("chaos: boom", "SIGTERM", "killed by SIGKILL"):
+        assert reason in md and reason in files["html"].read_text()
+    runs = list(csv.DictReader(open(files["runs_csv"])))
+    assert len(runs) == 8 and sum(r["status"] == "failed" for r in runs) == 7
+
+    # Same sweep again (first two points): the finished job is skipped, the failed one runs again.
+    before = (ok / "status.json").read_text()
+    r2 = _sweep(tmp_path, tiny_corpus, "logger=csv", "model/ffn=chaos", "model.n_heads=2",
+                "model.ffn.mode=none,raise", f"hydra.sweep.dir={sweep}", "hydra.launcher.stream_output=false",
+                env=env)
+    assert r2.returncode == 1, r2.stdout + r2.stderr
+    jobs = _jobs(sweep)
+    assert jobs[0]["status"] == "skipped" and jobs[1]["status"] == "failed"
+    assert (ok / "status.json").read_text() == before  # not re-run
+    assert len(list((sweep / ".attempts").glob("1-*"))) == 1  # the earlier failed attempt was kept aside
+
+
+def wandb_records(path: Path) -> list:
+    """Records of a wandb offline run file (its LevelDB-style log: 7-byte header, 32 KiB blocks, chunk headers of
+    crc32 (4) + length (2) + type (1): full=1, first=2, middle=3, last=4)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, buf, out = 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 2):
+            buf = chunk
+        elif kind in (3, 4):
+            buf += chunk
+        if kind in (1, 4):
+            out.append(pb.Record.FromString(buf))
+    return out
+
+
+def test_one_wandb_run_per_job_named_after_the_sweep_and_the_variant(tmp_path: Path, tiny_corpus: Path):
+    r = _sweep(tmp_path, tiny_corpus, "logger=default", "model/positional=learned,rope", "hydra.sweep.dir=sw",
+               "hydra.launcher.stream_output=false")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for num, variant in ((0, "learned"), (1, "rope")):
+        runs = list((tmp_path / "sw" / str(num) / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert len(runs) == 1, runs  # one run per job
+        records = wandb_records(runs[0])
+        kinds = [rec.WhichOneof("record_type") for rec in records]
+        assert "exit" in kinds  # finished (wandb.finish) before the job's process ended
+        run = next(rec.run for rec in records if rec.WhichOneof("record_type") == "run")
+        assert run.run_group == "sw"  # the sweep
+        assert run.job_type == f"model/positional={variant}"  # the variant: what varies, seed aside
+        assert f"positional={variant}" in run.tags and f"model/positional={variant}" in run.tags
+        config = {u.key: json.loads(u.value_json) for rec in records if rec.WhichOneof("record_type") == "config"
+                  for u in rec.config.update}
+        assert config["choice/model/positional"] == variant and config["model.d_model"] == 16  # flat keys
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
+                    reason="optional extra: pip install 'decoderlab[sweeps]' (hydra-optuna-sweeper)")
+def test_optuna_sweeper_minimizes_the_returned_val_loss(tmp_path: Path, tiny_corpus: Path):
+    r = _sweep(tmp_path, tiny_corpus, "+experiment=optuna_lr", "logger=csv", "hydra.sweeper.n_trials=2",
+               "hydra.sweep.dir=opt", "hydra.launcher.stream_output=false")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    import yaml
+
+    best = yaml.safe_load((tmp_path / "opt" / "optimization_results.yaml").read_text())
+    losses = [json.loads((tmp_path / "opt" / str(i) / "summary.json").read_text())["val_loss"] for i in (0, 1)]
+    assert best["best_value"] == pytest.approx(min(losses))  # the objective is the task's return value
+    lrs = {yaml.safe_load((tmp_path / "opt" / str(i) / "config.yaml").read_text())["optim"]["lr"] for i in (0, 1)}
+    assert len(lrs) == 2 and [j["status"] for j in _jobs(tmp_path / "opt").values()] == ["completed"] * 2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
+                    reason="optional extra: pip install 'decoderlab[sweeps]' (hydra-submitit-launcher)")
+def test_submitit_local_launcher_runs_a_job(tmp_path: Path, tiny_corpus: Path):
+    # submitit pickles Hydra's ConfigStore; a plugin loaded from a file (plugins/*.py) is not importable by name in
+    # submitit's worker yet (see the report of issue 5), so this job runs with no file plugins.
+    (tmp_path / "no-plugins").mkdir()
+    args = ("logger=csv", "hydra/launcher=submitit_local", "seed=3", "hydra.sweep.dir=sub",
+            "hydra.launcher.timeout_min=5")
+    env = {"DECODERLAB_PLUGIN_PATH": str(tmp_path / "no-plugins")}
+    r = _sweep(tmp_path, tiny_corpus, *args, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    job = tmp_path / "sub" / "0"
+    status = (job / "status.json").read_text()
+    assert json.loads(status)["status"] == "completed"
+    assert json.loads((job / "summary.json").read_text())["steps"] == 6
+    r2 = _sweep(tmp_path, tiny_corpus, *args, env=env)  # again: the task itself skips the finished job
+    assert r2.returncode == 0, r2.stdout + r2.stderr
+    assert (job / "status.json").read_text() == status
