@@ -15,7 +15,10 @@ import torch
 import decoderlab
 from decoderlab.components.positional import POSITIONAL, Positional
 from decoderlab.plot import main
+from decoderlab.plugins import load_plugins
 from decoderlab.registry import ComponentConfig
+
+load_plugins()  # plugin encodings are parametrized like core ones
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SMALL = ["--d-model", "16", "--n-heads", "2", "--length", "16"]

@@ -164,12 +164,11 @@ def test_optuna_sweeper_minimizes_the_returned_val_loss(tmp_path: Path, tiny_cor
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
                     reason="optional extra: pip install 'decoderlab[sweeps]' (hydra-submitit-launcher)")
 def test_submitit_local_launcher_runs_a_job(tmp_path: Path, tiny_corpus: Path):
-    # submitit pickles Hydra's ConfigStore; a plugin loaded from a file (plugins/*.py) is not importable by name in
-    # submitit's worker yet (see the report of issue 5), so this job runs with no file plugins.
-    (tmp_path / "no-plugins").mkdir()
+    # submitit pickles Hydra's ConfigStore, which holds the file plugin's config class (plugins/dyt.py): its
+    # worker imports that module by name through decoderlab.plugins._PluginFinder.
     args = ("logger=csv", "hydra/launcher=submitit_local", "seed=3", "hydra.sweep.dir=sub",
             "hydra.launcher.timeout_min=5")
-    env = {"DECODERLAB_PLUGIN_PATH": str(tmp_path / "no-plugins")}
+    env = {"DECODERLAB_PLUGIN_PATH": str(Path(__file__).resolve().parents[1] / "plugins")}
     r = _sweep(tmp_path, tiny_corpus, *args, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     job = tmp_path / "sub" / "0"

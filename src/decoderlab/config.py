@@ -27,6 +27,9 @@ class ModelSchema(ModelConfig):
     norm: Any = MISSING
     ffn: Any = MISSING
     init_from: str | None = None  # start from this checkpoint's weights; tokenizer=extend grows its vocabulary
+    # Non-embedding parameter target: each variant's FFN hidden width is solved to meet it within 1%
+    # (decoderlab.sweep.sizing). None: the FFN's own hidden-size rule.
+    param_budget: int | None = None
 
 
 @dataclass

@@ -43,6 +43,7 @@ class LitDecoder(L.LightningModule):
         self.checkpoint_extra = checkpoint_extra or {}
         self.val_nats, self.val_tokens, self.val_bytes = SumMetric(), SumMetric(), SumMetric()
         self._t_last: float | None = None
+        self._t_start: float | None = None
         self._tokens_since = 0
         self.tokens_seen = 0
 
@@ -51,6 +52,8 @@ class LitDecoder(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
+        if self._t_start is None:
+            self._t_start = time.perf_counter()
         loss = self.model.loss(x, y)
         n = x.numel() * self.trainer.world_size
         self.tokens_seen += n
@@ -84,6 +87,8 @@ class LitDecoder(L.LightningModule):
         self.log_dict({"val/loss": nats / tokens.clamp(min=1), "val/bpb": nats / LN2 / nbytes.clamp(min=1)},
                       prog_bar=True)
         self.log("val/bytes", nbytes.float())
+        if self._t_start is not None:  # wall-clock axis for comparisons (validation time included)
+            self.log("time/elapsed_s", time.perf_counter() - self._t_start)
         self._t_last = None  # don't count validation time in tokens/s
 
     def configure_optimizers(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ Folders searched: ``$DECODERLAB_PLUGIN_PATH`` (``os.pathsep``-separated) if set,
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.metadata
 import importlib.util
 import logging
@@ -34,6 +35,30 @@ def plugin_dirs() -> list[Path]:
     return out
 
 
+class _PluginFinder(importlib.abc.MetaPathFinder):
+    """Imports a file plugin by its module name (``decoderlab_plugin_<stem>``) in a fresh process.
+
+    Workers that unpickle Hydra's config store (submitit) meet classes from ``decoderlab_plugin_*`` modules
+    before any plugin discovery ran; this finder lets them import those modules by name.
+    """
+
+    def find_spec(self, name: str, path: object = None, target: object = None):  # noqa: ANN201
+        if not name.startswith("decoderlab_plugin_"):
+            return None
+        stem = name.removeprefix("decoderlab_plugin_")
+        for d in plugin_dirs():
+            for file in (d / f"{stem}.py", d / stem / "__init__.py"):
+                if file.is_file():
+                    locs = [str(file.parent)] if file.name == "__init__.py" else None
+                    return importlib.util.spec_from_file_location(name, file, submodule_search_locations=locs)
+        return None
+
+
+def install_finder() -> None:
+    if not any(isinstance(f, _PluginFinder) for f in sys.meta_path):
+        sys.meta_path.append(_PluginFinder())
+
+
 def _warn(plugin: str, err: BaseException) -> None:
     _loaded[plugin] = f"{type(err).__name__}: {err}"
     warnings.warn(f"decoderlab plugin '{plugin}' failed to load and was skipped: {type(err).__name__}: {err}",
@@ -45,6 +70,9 @@ def _load_file(path: Path) -> None:
     if key in _loaded:
         return
     mod_name = f"decoderlab_plugin_{path.stem}"
+    if mod_name in sys.modules:  # already imported by module name (see _PluginFinder)
+        _loaded[key] = "ok"
+        return
     target = path / "__init__.py" if path.is_dir() else path
     spec = importlib.util.spec_from_file_location(
         mod_name, target, submodule_search_locations=[str(path)] if path.is_dir() else None

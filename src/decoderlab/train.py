@@ -133,7 +133,7 @@ def _report_user_error(e: UserError) -> None:
 
 
 def _cli_args(argv: list[str]) -> list[str]:
-    """``--plan`` -> plan mode (no training, no run directory); the decoderlab launcher by default."""
+    """``--plan`` -> plan mode (no training, no run directory)."""
     from decoderlab.sweep.launch import PLAN_ENV
 
     args = list(argv)
@@ -143,9 +143,6 @@ def _cli_args(argv: list[str]) -> list[str]:
         for key, value in (("hydra.run.dir", "."), ("hydra.output_subdir", "null"), ("hydra/job_logging", "stdout")):
             if not any(a.lstrip("+").startswith(key + "=") for a in args):
                 args.append(f"{key}={value}")
-    defaults_name_it = "hydra/launcher" in (Path(conf_dir()) / "train.yaml").read_text()
-    if not defaults_name_it and not any(a.lstrip("+").startswith("hydra/launcher=") for a in args):
-        args.append("hydra/launcher=decoderlab")  # each job in its own process (sweep.launch)
     return args
 
 
