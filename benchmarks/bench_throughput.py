@@ -2,7 +2,7 @@
 
 Three ways to train the same batch shape for the same number of steps, timed per step in the same process:
 
-- ``plain``: a hand-written loop (nanoGPT's get_batch + AdamW + clip + LR schedule) on decoderlab's own
+- ``plain``: a hand-written loop (nanoGPT's get_batch + the same AdamW + clip + LR schedule) on decoderlab's own
   :class:`Decoder`: the identical model, so the ratio isolates framework overhead (Lightning, data module,
   logging, callbacks).
 - ``decoderlab``: the real path: Hydra-composed config, cached memmap data module, LitDecoder, the Lightning
@@ -83,13 +83,13 @@ class NanoGPT(nn.Module):
 
 def plain_loop(model: nn.Module, ids: np.ndarray, cfg, steps: int) -> list[float]:
     """A hand-written training loop; returns the duration of every step (seconds)."""
-    from decoderlab.lit import lr_at
+    from decoderlab.lit import lr_at, use_fused
 
     B, T, o = cfg.data.batch_size, cfg.model.block_size, cfg.optim
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay}, {"params": rest, "weight_decay": 0}],
-                            lr=o.lr, betas=(o.beta1, o.beta2))
+                            lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, fused=use_fused(o.fused, decay + rest))
     rng = np.random.default_rng(0)
     times = []
     for step in range(steps):

@@ -8,7 +8,7 @@
 set -euo pipefail
 SWEEP=${1:-multirun/pe_extrapolation}
 shift || true
-ENCODINGS=$(python -c 'from decoderlab.plugins import load_plugins; load_plugins()
+ENCODINGS=$(${PYTHON:-python3} -c 'from decoderlab.plugins import load_plugins; load_plugins()
 from decoderlab.components import POSITIONAL; print(",".join(POSITIONAL.names()))')
 echo "positional encodings: ${ENCODINGS}"
 decoderlab-train -m +experiment=pe_extrapolation "model/positional=${ENCODINGS}" "hydra.sweep.dir=${SWEEP}" "$@"

@@ -144,3 +144,22 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path, tiny_corpus: Path):
     assert summary["tokens_seen"] == 2 * 6 * 4 * 16  # two ranks, each its own slice of the global batch
     assert out.stdout.count("decoderlab run summary") == 1
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
+
+
+def test_bf16_mixed_precision_trains_with_gradient_clipping(tmp_path: Path, tiny_corpus: Path):
+    """The fused AdamW default must not collide with Lightning's AMP gradient clipping."""
+    out, run = _train(tmp_path, "logger=csv", "data=text", f"data.paths=[{tiny_corpus}]",
+                      "trainer.precision=bf16-mixed", "trainer.gradient_clip_val=1.0")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["val_loss"] > 0
+
+
+def test_resume_with_another_model_is_a_clear_error(tmp_path: Path, tiny_corpus: Path):
+    common = ["logger=csv", "data=text", f"data.paths=[{tiny_corpus}]"]
+    out, first = _train(tmp_path, *common, name="first")
+    assert out.returncode == 0, out.stderr[-3000:]
+    out, run = _train(tmp_path, *common, "model.d_model=32", f"trainer.ckpt_path={first}/checkpoints/last.ckpt",
+                      "trainer.max_steps=9", name="second")
+    text = out.stdout + out.stderr
+    assert out.returncode == 1 and "Traceback" not in text
+    assert "the checkpoint was trained with different model.d_model" in " ".join(text.split())

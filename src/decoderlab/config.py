@@ -65,7 +65,7 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     eps: float = 1e-8
-    fused: bool | None = None  # None: torch's default
+    fused: bool | None = None  # fused AdamW kernel; None: on for CPU/CUDA parameters
 
 
 @dataclass
@@ -120,18 +120,26 @@ def unknown_keys(node: Any, path: str = "") -> list[str]:
     return out
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` listing every missing value, unknown key and bad component config."""
+def _size_problems(cfg: DictConfig) -> list[str]:
+    m, out = cfg.model, []
+    out += [f"model.{k} must be positive, got {m[k]}" for k in ("n_layers", "n_heads", "d_model", "block_size")
+            if int(m[k]) <= 0]
+    if not out and m.d_model % m.n_heads:
+        out.append(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads}")
+    if cfg.optim.lr <= 0:
+        out.append(f"optim.lr must be positive, got {cfg.optim.lr}")
+    if cfg.seed < 0:
+        out.append(f"seed must be >= 0, got {cfg.seed}")
+    return out
+
+
+def _slot_problems(cfg: DictConfig, missing: list[str], sizes_ok: bool) -> list[str]:
+    """Each component config against its registry entry, then its own cross-slot ``check()``."""
     from decoderlab.components import MODEL_REGISTRIES
     from decoderlab.components.tokenizers import TOKENIZERS
     from decoderlab.data import CORPORA
 
     problems: list[str] = []
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        problems.append("missing value(s), set them on the command line: " + ", ".join(missing))
-    extra = unknown_keys(cfg)
-    problems += [f"unknown key '{k}' (not in the schema; check its spelling)" for k in extra]
     slots = {"tokenizer": TOKENIZERS, "data": CORPORA}
     slots.update({g.replace("/", "."): r for g, r in MODEL_REGISTRIES.items()})
     for key, registry in slots.items():
@@ -144,13 +152,20 @@ def validate(cfg: DictConfig) -> None:
             problems.append(f"{key}: {e}")
             continue
         # Cross-slot rules live with the component: ``check(model_cfg) -> [problem naming both keys]``.
-        if key.startswith("model.") and hasattr(typed, "check") and not missing:
+        if key.startswith("model.") and hasattr(typed, "check") and not missing and sizes_ok:
             problems += list(typed.check(cfg.model))
-    m = cfg.model
-    if not missing and m.d_model % m.n_heads:
-        problems.append(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads}")
-    for key in ("n_layers", "n_heads", "d_model", "block_size"):
-        if not missing and int(m[key]) <= 0:
-            problems.append(f"model.{key} must be positive, got {m[key]}")
+    return problems
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` listing every missing value, unknown key and bad component config."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    problems: list[str] = []
+    if missing:
+        problems.append("missing value(s), set them on the command line: " + ", ".join(missing))
+    problems += [f"unknown key '{k}' (not in the schema; check its spelling)" for k in unknown_keys(cfg)]
+    sizes = [] if missing else _size_problems(cfg)
+    problems += sizes
+    problems += _slot_problems(cfg, missing, sizes_ok=not sizes)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))

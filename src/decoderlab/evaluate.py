@@ -112,11 +112,21 @@ def find_runs(paths: list[str]) -> list[Path]:
             continue
         if not p.is_dir():
             raise UserError(f"no such run directory: {p}")
-        found = sorted({c.parent.parent for c in p.glob("**/checkpoints/last.ckpt")}, key=_natural)
+        found = sorted({c.parent.parent for c in p.glob("**/checkpoints/last.ckpt") if _finished(p, c)}, key=_natural)
         if not found:
             raise UserError(f"{p} holds no finished run (no */checkpoints/last.ckpt)")
         runs += found
     return runs
+
+
+def _finished(root: Path, ckpt: Path) -> bool:
+    """A completed run's checkpoint, not one of a set-aside attempt (``.attempts/``) or of a failed run."""
+    from decoderlab.sweep.jobs import read_json
+
+    if any(part.startswith(".") for part in ckpt.relative_to(root).parts):
+        return False
+    status = read_json(ckpt.parent.parent / "status.json")
+    return status is None or status.get("status") == "completed"  # None: a run dir from before status.json
 
 
 def _natural(p: Path) -> tuple:

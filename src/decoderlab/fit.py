@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -56,7 +57,9 @@ class TrainTimer(Callback):
 def wandb_offline_default() -> bool:
     """Offline unless a key is set or the user asked for online: wandb must never prompt or wait."""
     mode = os.environ.get("WANDB_MODE", "").lower()
-    if mode in ("offline", "disabled", "dryrun"):
+    if mode == "disabled":
+        return False  # wandb.init honours WANDB_MODE=disabled itself; offline=True would overwrite it
+    if mode in ("offline", "dryrun"):
         return True
     return not (os.environ.get("WANDB_API_KEY") or mode == "online")
 
@@ -79,6 +82,8 @@ def build_loggers(cfg: DictConfig, out: Path, choices: dict[str, str]) -> list[A
     for key, spec in (cfg.logger or {}).items():
         if spec is None:
             continue
+        if not isinstance(spec, DictConfig):
+            raise ConfigError(f"logger.{key}: expected a logger config with a _target_, got {spec!r}")
         spec = OmegaConf.to_container(spec, resolve=True)
         target = str(spec.get("_target_", ""))
         spec.setdefault("save_dir", str(out))
@@ -120,7 +125,8 @@ def build_trainer(cfg: DictConfig, out: Path, loggers: list[Any], timer: TrainTi
 
 def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: dict, choices: dict) -> dict:
     """Train and validate; returns the figures of the run summary."""
-    extra = {"model": OmegaConf.to_container(cfg.model, resolve=True), "vocab_size": data.tokenizer.vocab_size,
+    # The built config (FFN width solved for model.param_budget), so a checkpoint rebuilds the trained model.
+    extra = {"model": dataclasses.asdict(model.cfg), "vocab_size": data.tokenizer.vocab_size,
              "tokenizer": data.tokenizer.to_json()}
     lit = LitDecoder(model, OmegaConf.to_object(cfg.optim), data.tokenizer.token_bytes(), cfg.trainer.max_steps,
                      cfg.trainer.log_every_n_steps, checkpoint_extra=extra)
@@ -130,12 +136,15 @@ def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: di
     timer = TrainTimer()
     trainer = build_trainer(cfg, out, loggers, timer)
     counts = model.param_counts()
-    for lg in loggers:
-        lg.log_hyperparams({**flat, **{f"params/{k}": v for k, v in counts.items()}})
+    try:
+        for lg in loggers:
+            lg.log_hyperparams({**flat, **{f"params/{k}": v for k, v in counts.items()}})
+    except TypeError as e:  # wandb.init runs here: a misspelled logger.wandb.* keyword
+        raise ConfigError(f"logger: {e}") from None
     t0 = time.perf_counter()
     trainer.fit(lit, datamodule=dm, ckpt_path=cfg.trainer.ckpt_path, weights_only=True)
     wall = time.perf_counter() - t0
-    if trainer.global_step % max(1, cfg.trainer.val_check_interval) != 0:
+    if trainer.global_step % max(1, min(cfg.trainer.val_check_interval, cfg.trainer.max_steps)) != 0:
         trainer.validate(lit, datamodule=dm, verbose=False, weights_only=True)  # the summary reports the final model
     last = out / "checkpoints" / "last.ckpt"
     trainer.save_checkpoint(last, weights_only=False)
@@ -150,7 +159,7 @@ def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: di
     return {
         "steps": trainer.global_step, "tokens_seen": lit.tokens_seen,
         "train_loss": _f(m.get("train/loss")), "val_loss": _f(m.get("val/loss")), "val_bpb": _f(m.get("val/bpb")),
-        "tokens_per_s": lit.tokens_seen / timer.seconds if timer.seconds else None,
+        "tokens_per_s": (lit.tokens_seen - lit.tokens_at_start) / timer.seconds if timer.seconds else None,
         "train_seconds": timer.seconds, "wall_seconds": wall, "checkpoint": str(last), "sample": sample,
     }
 

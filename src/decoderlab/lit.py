@@ -29,6 +29,14 @@ def lr_at(step: int, cfg: OptimConfig, max_steps: int) -> float:
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
 
 
+def use_fused(setting: bool | None, params: list[torch.Tensor]) -> bool:
+    """Fused AdamW unless told otherwise: one kernel instead of a Python loop over tensors (~2 ms of a 31 ms CPU
+    step at the default size). ``None``: on when every parameter is on a CPU or CUDA device."""
+    if setting is not None:
+        return setting
+    return all(p.device.type in ("cpu", "cuda") for p in params)
+
+
 class LitDecoder(L.LightningModule):
     """Trains a :class:`Decoder`; logs train loss, lr, tokens/s every ``log_every`` steps, val loss and bpb."""
 
@@ -46,9 +54,13 @@ class LitDecoder(L.LightningModule):
         self._t_start: float | None = None
         self._tokens_since = 0
         self.tokens_seen = 0
+        self.tokens_at_start = 0
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
+
+    def on_train_start(self) -> None:
+        self.tokens_at_start = self.tokens_seen  # restored on resume: throughput counts this process only
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -96,8 +108,10 @@ class LitDecoder(L.LightningModule):
         decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
         groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        kwargs = {"fused": c.fused} if c.fused is not None else {}
-        opt = torch.optim.AdamW(groups, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps, **kwargs)
+        fused = use_fused(c.fused, decay + no_decay)
+        if c.fused is None and self.trainer.gradient_clip_val and "mixed" in str(self.trainer.precision):
+            fused = False  # Lightning refuses to clip the gradients of an optimizer that unscales internally
+        opt = torch.optim.AdamW(groups, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps, fused=fused)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, c, self.max_steps) / c.lr)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -115,5 +129,13 @@ class LitDecoder(L.LightningModule):
             require_same_tokenizer(tokenizer_from_json(bound), tokenizer_from_json(self.checkpoint_extra["tokenizer"]),
                                    "the resumed checkpoint", "this run")
         self.tokens_seen = int(checkpoint.get("decoderlab", {}).get("tokens_seen", 0))
+        saved, mine = checkpoint.get("decoderlab", {}).get("model"), self.checkpoint_extra.get("model")
+        if saved and mine:
+            diff = sorted(k for k in set(saved) | set(mine) if k not in ("init_from",) and saved.get(k) != mine.get(k))
+            if diff:
+                from decoderlab.errors import ConfigError
+
+                raise ConfigError(f"trainer.ckpt_path: the checkpoint was trained with different "
+                                  f"{', '.join('model.' + k for k in diff)}; resume with the same model settings")
         if "rng" in checkpoint:
             torch.set_rng_state(checkpoint["rng"]["torch"])

@@ -11,6 +11,7 @@ held-out bytes, whatever the tokenizer.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -59,7 +60,7 @@ def _splits(corpus: Corpus, val_fraction: float) -> Iterator[tuple[str, str, str
 
 
 def _write_ids(path: Path, chunks: Iterator[np.ndarray], dtype: np.dtype) -> int:
-    tmp = path.with_suffix(".bin.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     n = 0
     with open(tmp, "wb") as f:
         for ids in chunks:
@@ -82,17 +83,20 @@ def prepare(corpus: Corpus, tokenizer: Tokenizer, block_size: int) -> TokenizedC
     )
     directory = cache_root(cfg) / f"{cfg.name}-{hashlib.sha256(key_src.encode()).hexdigest()[:16]}"
     meta_path = directory / "meta.json"
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        tokenizer = load_tokenizer(directory)
-        log.info("token cache hit: %s", directory)
-    else:
-        directory.mkdir(parents=True, exist_ok=True)
-        tokenizer, meta = _build(corpus, tokenizer, directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # sweep jobs sharing a cold cache: one builds, the others then hit it
+        if meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+            tokenizer = load_tokenizer(directory)
+            log.info("token cache hit: %s", directory)
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            tokenizer, meta = _build(corpus, tokenizer, directory)
     _log_tokenizer(cfg, meta)
+    _check_length(cfg, meta, block_size)  # before mapping: an empty file cannot be memory-mapped
     train = np.memmap(directory / "train.bin", dtype=meta["dtype"], mode="r", shape=(meta["n_train"],))
     val = np.memmap(directory / "val.bin", dtype=meta["dtype"], mode="r", shape=(meta["n_val"] + 1,))
-    _check_length(cfg, meta, block_size)
     return TokenizedCorpus(train, val, tokenizer, meta, directory)
 
 
@@ -123,7 +127,7 @@ def _build(corpus: Corpus, tokenizer: Tokenizer, directory: Path) -> tuple[Token
             "val_token_bytes": int(tokenizer.token_bytes()[np.asarray(val_ids)].sum()),
             "tokenizer_report": tokenizer.report()}
     tokenizer.save(directory)
-    tmp = directory / "meta.json.tmp"
+    tmp = directory / f".meta.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(meta, indent=2))
     tmp.replace(directory / "meta.json")  # written last: its presence marks a complete cache
     log.info("tokenized %s: %d train / %d val tokens -> %s", cfg.name, n_train, n_val, directory)

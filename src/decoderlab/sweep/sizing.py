@@ -12,8 +12,8 @@ included, and ``h = round((N - a) / b)``. The result is checked to lie within 1%
 the count by ``b``, which is under 1% of any model whose FFN is not tiny); otherwise a :class:`ConfigError` says
 why. SwiGLU vs GELU, or learned vs RoPE positions, are then compared at equal size.
 
-Until the ``param_budget`` field is part of the schema (``ModelSchema`` in config.py) the key is set with
-``++model.param_budget=N`` and removed from the copy that is validated and turned into a ``ModelConfig``.
+``param_budget`` is a field of ``ModelSchema`` (config.py); :func:`without_pending` only matters for configs written
+before it was (``++model.param_budget=N`` also works).
 """
 
 from __future__ import annotations
