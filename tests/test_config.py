@@ -76,3 +76,13 @@ def test_indivisible_heads_named():
     cfg = _compose(["model.d_model=130"])
     with pytest.raises(ConfigError, match="model.d_model=130 must be divisible by model.n_heads=4"):
         validate(cfg)
+
+
+def test_saved_config_never_resolves_logger_secrets(monkeypatch):
+    from decoderlab.runner import saved_config
+
+    monkeypatch.setenv("DECODERLAB_TEST_SECRET", "s3cr3t-value")
+    cfg = _compose(["+logger.wandb.api_key=${oc.env:DECODERLAB_TEST_SECRET}", "model.n_layers=3"])
+    text = saved_config(cfg)
+    assert "s3cr3t-value" not in text and "${oc.env:DECODERLAB_TEST_SECRET}" in text
+    assert "n_layers: 3" in text  # everything else is resolved

@@ -143,6 +143,15 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path, tiny_corpus: Path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["tokens_seen"] == 2 * 6 * 4 * 16  # two ranks, each its own slice of the global batch
     assert out.stdout.count("decoderlab run summary") == 1
+    from decoderlab.components.tokenizers import TOKENIZERS
+    from decoderlab.data import CORPORA, prepare
+    from decoderlab.data.module import ValWindows
+
+    data = prepare(CORPORA.build({"name": "text", "paths": [str(tiny_corpus)]}), TOKENIZERS.build({"name": "char"}), 16)
+    windows = ValWindows(data.val, 16, max_windows=8)
+    expected = sum(int((windows[i][1] >= 0).sum()) for i in range(len(windows)))  # one-byte ASCII tokens
+    val_bytes = {float(r["val/bytes"]) for r in _metrics(run) if r.get("val/bytes")}
+    assert val_bytes == {float(expected)}  # windows split across ranks, each counted once
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
 
 

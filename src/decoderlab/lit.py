@@ -119,6 +119,8 @@ class LitDecoder(L.LightningModule):
         # Plain values only (loads with weights_only=True): model config, tokenizer JSON, RNG state.
         checkpoint["decoderlab"] = dict(self.checkpoint_extra, tokens_seen=self.tokens_seen)
         checkpoint["rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         bound = checkpoint.get("decoderlab", {}).get("tokenizer")
@@ -139,3 +141,5 @@ class LitDecoder(L.LightningModule):
                                   f"{', '.join('model.' + k for k in diff)}; resume with the same model settings")
         if "rng" in checkpoint:
             torch.set_rng_state(checkpoint["rng"]["torch"])
+            if "cuda" in checkpoint["rng"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])

@@ -60,6 +60,15 @@ def build_data(cfg: DictConfig) -> tuple[Any, Any]:
     return data, dm
 
 
+def saved_config(cfg: DictConfig) -> str:
+    """The resolved config as YAML, except ``logger``: left unresolved so an ``${oc.env:...}`` secret in a logger's
+    keyword arguments is never written to disk."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["logger"] = container.get("logger", {})
+    return OmegaConf.to_yaml(resolved)
+
+
 def tokenizer_summary(data: Any) -> dict[str, Any]:
     tok = data.tokenizer
     return {"name": tok.cfg.name, "vocab_size": tok.vocab_size, "fingerprint": tok.fingerprint(),
@@ -97,7 +106,7 @@ def run(cfg: DictConfig, out: Path, fingerprint: str | None = None) -> float | N
     import lightning as L
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (out / "config.yaml").write_text(saved_config(cfg))
     data, dm = build_data(cfg)
     data.tokenizer.save(out)
     model = build_model(cfg, data.tokenizer.vocab_size, data.tokenizer)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from decoderlab.data.cache import TokenizedCorpus
 
@@ -105,4 +105,8 @@ class DecoderDataModule(L.LightningDataModule):
         return DataLoader(self.train_set, batch_size=None, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.eval_batch_size, shuffle=False, num_workers=0)
+        # DDP: each rank scores its own windows; the summed metrics are reduced across ranks, so nothing is
+        # counted twice (a DistributedSampler would pad with repeated windows).
+        rank, world = _distributed()
+        val = self.val_set if world == 1 else Subset(self.val_set, range(rank, len(self.val_set), world))
+        return DataLoader(val, batch_size=self.eval_batch_size, shuffle=False, num_workers=0)
