@@ -46,3 +46,14 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 240, env: dict | None =
     exe = Path(sys.executable).parent / args[0]
     cmd = [str(exe) if exe.exists() else args[0], *args[1:]]
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """CI installs every optional test dependency (transformers, the sweep plugins, chromium): there, a skipped
+    test means a missing dependency, not a pass, so ``DECODERLAB_STRICT_SKIPS=1`` turns skips into failures."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("DECODERLAB_STRICT_SKIPS") == "1":
+        report.outcome = "failed"
+        report.longrepr = f"skipped in strict mode (DECODERLAB_STRICT_SKIPS=1): {report.longrepr}"
