@@ -95,10 +95,10 @@ def run(cfg: DictConfig, out: Path, fingerprint: str | None = None) -> float | N
     re-run skips a job whose status is "completed" with the same fingerprint.
     """
     from decoderlab.sweep.jobs import fingerprint as config_fingerprint
-    from decoderlab.sweep.sizing import ffn_hidden, without_pending
+    from decoderlab.sweep.sizing import ffn_hidden
     from decoderlab.train import write_status
 
-    validate(without_pending(cfg))
+    validate(cfg)
     fp = fingerprint or config_fingerprint(cfg)
     write_status(out, "running", fingerprint=fp)
     if cfg.threads:

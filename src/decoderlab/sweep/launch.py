@@ -114,7 +114,6 @@ def _compose(ctx: Any, config: DictConfig, spec: JobSpec, sweep_dir: Path) -> No
     from hydra.core.hydra_config import HydraConfig
 
     from decoderlab.config import validate
-    from decoderlab.sweep.sizing import without_pending
 
     try:
         sweep_cfg = ctx.config_loader.load_sweep_config(config, list(spec.overrides))
@@ -124,7 +123,7 @@ def _compose(ctx: Any, config: DictConfig, spec: JobSpec, sweep_dir: Path) -> No
         HydraConfig.instance().set_config(sweep_cfg)
         spec.dir = sweep_dir / str(OmegaConf.select(sweep_cfg, "hydra.sweep.subdir"))
         spec.sweep_cfg, spec.cfg = sweep_cfg, task_config(sweep_cfg)
-        validate(without_pending(spec.cfg))
+        validate(spec.cfg)
         spec.fp = fingerprint(spec.cfg)
     except Exception as e:  # noqa: BLE001 - composition, interpolation or validation: this job's problem
         msg = str(e) if type(e).__name__ == "ConfigError" else f"cannot compose: {type(e).__name__}: {e}"

@@ -142,10 +142,9 @@ class PlanRow:
 def plan_row(num: int | None, label: str, cfg: DictConfig, state: str = "to run") -> PlanRow:
     """Estimate one sweep point; a user error becomes the row's error instead of an exception."""
     from decoderlab.config import validate
-    from decoderlab.sweep.sizing import without_pending
 
     try:
-        validate(without_pending(cfg))
+        validate(cfg)
         return PlanRow(num, label, estimate(cfg, vocab_size(cfg)), state=state)
     except UserError as e:
         return PlanRow(num, label, error=str(e), state="invalid")

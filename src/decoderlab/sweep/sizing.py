@@ -12,44 +12,23 @@ included, and ``h = round((N - a) / b)``. The result is checked to lie within 1%
 the count by ``b``, which is under 1% of any model whose FFN is not tiny); otherwise a :class:`ConfigError` says
 why. SwiGLU vs GELU, or learned vs RoPE positions, are then compared at equal size.
 
-``param_budget`` is a field of ``ModelSchema`` (config.py); :func:`without_pending` only matters for configs written
-before it was (``++model.param_budget=N`` also works).
+``param_budget`` is a field of ``ModelSchema`` (config.py).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from decoderlab.errors import ConfigError
 
 log = logging.getLogger("decoderlab")
 BUDGET_KEY = "model.param_budget"
 TOLERANCE = 0.01
-# Keys this package reads whose schema fields may not be in config.py yet: removed before validation.
-PENDING_KEYS = (BUDGET_KEY,)
-
-
-def _in_schema(node: DictConfig, key: str) -> bool:
-    typ = OmegaConf.get_type(node)
-    return dataclasses.is_dataclass(typ) and key in {f.name for f in dataclasses.fields(typ)}
-
-
-def without_pending(cfg: DictConfig) -> DictConfig:
-    """A copy of ``cfg`` without the keys of :data:`PENDING_KEYS` that its schema does not declare."""
-    out = copy.deepcopy(cfg)
-    for key in PENDING_KEYS:
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(out, parent) if parent else out
-        if isinstance(node, DictConfig) and leaf in node and not _in_schema(node, leaf):
-            with open_dict(node):
-                del node[leaf]
-    return out
 
 
 def param_budget(cfg: DictConfig) -> int | None:
@@ -113,7 +92,7 @@ def fit_ffn_hidden(model_cfg: Any, vocab_size: int, budget: int) -> tuple[Any, i
 def model_config(cfg: DictConfig, vocab_size: int) -> Any:
     """The typed model config of a run; with ``model.param_budget`` its FFN width is sized to the budget."""
     budget = param_budget(cfg)
-    model_cfg = OmegaConf.to_object(without_pending(cfg).model)
+    model_cfg = OmegaConf.to_object(cfg.model)
     if budget is None:
         return model_cfg
     sized, hidden, count = fit_ffn_hidden(model_cfg, vocab_size, budget)
