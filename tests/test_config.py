@@ -86,3 +86,13 @@ def test_saved_config_never_resolves_logger_secrets(monkeypatch):
     text = saved_config(cfg)
     assert "s3cr3t-value" not in text and "${oc.env:DECODERLAB_TEST_SECRET}" in text
     assert "n_layers: 3" in text  # everything else is resolved
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model.n_heads=0", "model.n_heads must be positive, got 0"),
+    ("optim.lr=0", "optim.lr must be positive, got 0.0"),
+    ("seed=-1", "seed must be >= 0, got -1"),
+])
+def test_sizes_lr_and_seed_are_checked_before_anything_divides_by_them(override, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(_compose([override, "model/positional=rope"]))  # rope's check() would divide by n_heads

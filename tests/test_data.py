@@ -115,3 +115,20 @@ def test_corpus_errors_say_what_and_how_much(tmp_path: Path):
     bad.write_bytes("caf\xe9".encode("latin-1"))
     with pytest.raises(DataError, match="latin1.txt is not UTF-8"):
         _prepared(bad)
+
+
+def _prepare_in_child(args: tuple[str, str]) -> str:
+    path, cache = args
+    data = _prepared(Path(path), cache=Path(cache))
+    return f"{data.directory}:{len(data.train)}:{len(data.val)}"
+
+
+def test_parallel_jobs_on_a_cold_cache_build_it_once(tiny_corpus: Path, tmp_path: Path):
+    """Sweep jobs started together share one cache entry: one builds it, the others wait and read it."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(3) as pool:
+        results = pool.map(_prepare_in_child, [(str(tiny_corpus), str(tmp_path))] * 3)
+    assert len(set(results)) == 1
+    entry = Path(results[0].split(":")[0])
+    assert sorted(p.name for p in entry.iterdir()) == ["meta.json", "tokenizer.json", "train.bin", "val.bin"]

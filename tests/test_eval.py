@@ -132,3 +132,20 @@ def test_trained_bpe_run_is_bound_to_its_tokenizer_and_evaluates(tmp_path, tiny_
     summary = json.loads((run / "summary.json").read_text())
     assert float(rows[0]["bpb"]) == pytest.approx(summary["val_bpb"], abs=1e-4)  # 1x is the run's own val/bpb
     assert (run / "eval" / "extrapolation.png").is_file() and (run / "eval" / "extrapolation.md").is_file()
+
+
+def test_sweep_search_skips_failed_runs_and_set_aside_attempts(tmp_path: Path):
+    from decoderlab.evaluate import find_runs
+
+    def run(rel: str, status: str | None) -> Path:
+        d = tmp_path / rel
+        (d / "checkpoints").mkdir(parents=True)
+        (d / "checkpoints" / "last.ckpt").write_bytes(b"")
+        if status:
+            (d / "status.json").write_text(json.dumps({"status": status}))
+        return d
+
+    ok, old = run("0", "completed"), run("2", None)
+    run("1", "failed")
+    run(".attempts/0-1", "completed")
+    assert find_runs([str(tmp_path)]) == [ok, old]

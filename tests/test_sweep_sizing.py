@@ -92,3 +92,21 @@ def test_every_variant_sees_the_same_batches_for_the_same_seed(tmp_path: Path, t
     assert batches["a"].shape[0] == 4
     assert torch.equal(batches["a"], batches["b"])
     assert not torch.equal(batches["a"], batches["c"])
+
+
+def test_a_budget_sized_checkpoint_rebuilds_the_trained_model():
+    """generate/eval rebuild a model from its checkpoint record alone: it must hold the solved FFN width."""
+    from decoderlab.components.tokenizers import TOKENIZERS
+    from decoderlab.fit import checkpoint_record
+    from decoderlab.vocab import load_decoder
+
+    cfg = compose(["model.param_budget=800000", "model/ffn=swiglu"])
+    tok = TOKENIZERS.build({"name": "byte"})
+    model = Decoder(model_config(cfg, tok.vocab_size), tok.vocab_size)
+    assert model.cfg.ffn.hidden not in (None, 341)  # solved, not the default 2/3 rule
+    ckpt = {"decoderlab": checkpoint_record(model, tok),
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}
+    rebuilt, _ = load_decoder(ckpt, "test checkpoint")
+    assert rebuilt.param_counts() == model.param_counts()
+    idx = torch.randint(0, 256, (1, 8))
+    torch.testing.assert_close(rebuilt(idx), model.eval()(idx))

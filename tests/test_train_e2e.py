@@ -158,9 +158,12 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path, tiny_corpus: Path):
 def test_bf16_mixed_precision_trains_with_gradient_clipping(tmp_path: Path, tiny_corpus: Path):
     """The fused AdamW default must not collide with Lightning's AMP gradient clipping."""
     out, run = _train(tmp_path, "logger=csv", "data=text", f"data.paths=[{tiny_corpus}]",
-                      "trainer.precision=bf16-mixed", "trainer.gradient_clip_val=1.0")
+                      "trainer.precision=bf16-mixed", "trainer.gradient_clip_val=1.0",
+                      "trainer.val_check_interval=100")  # past max_steps: validated once, at the end
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads((run / "summary.json").read_text())["val_loss"] > 0
+    val_rows = [r for r in _metrics(run) if r["val/loss"]]
+    assert len(val_rows) == 1 and val_rows[0]["step"] == "5"
 
 
 def test_resume_with_another_model_is_a_clear_error(tmp_path: Path, tiny_corpus: Path):

@@ -123,11 +123,15 @@ def build_trainer(cfg: DictConfig, out: Path, loggers: list[Any], timer: TrainTi
         raise ConfigError(f"trainer: {e}") from None
 
 
+def checkpoint_record(model: Decoder, tokenizer: Any) -> dict[str, Any]:
+    """What a checkpoint carries to rebuild its model alone: the *built* config (FFN width already solved for
+    ``model.param_budget``), the vocabulary size and the bound tokenizer."""
+    return {"model": dataclasses.asdict(model.cfg), "vocab_size": tokenizer.vocab_size, "tokenizer": tokenizer.to_json()}
+
+
 def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: dict, choices: dict) -> dict:
     """Train and validate; returns the figures of the run summary."""
-    # The built config (FFN width solved for model.param_budget), so a checkpoint rebuilds the trained model.
-    extra = {"model": dataclasses.asdict(model.cfg), "vocab_size": data.tokenizer.vocab_size,
-             "tokenizer": data.tokenizer.to_json()}
+    extra = checkpoint_record(model, data.tokenizer)
     lit = LitDecoder(model, OmegaConf.to_object(cfg.optim), data.tokenizer.token_bytes(), cfg.trainer.max_steps,
                      cfg.trainer.log_every_n_steps, checkpoint_extra=extra)
     if cfg.trainer.compile:

@@ -78,7 +78,10 @@ def load_decoder(ckpt: dict[str, Any], source: str) -> tuple[Decoder, Tokenizer]
         model = Decoder(model_config(meta), int(meta["vocab_size"]))
     except (ValueError, KeyError) as e:
         raise UserError(f"{source}: cannot rebuild its model: {type(e).__name__}: {e}") from None
-    missing, unexpected = model.load_state_dict(model_state(ckpt), strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(model_state(ckpt), strict=False)
+    except RuntimeError as e:  # shape mismatch: the record does not describe these weights
+        raise UserError(f"{source}: weights do not fit the model it describes: {str(e).splitlines()[-1]}") from None
     if missing or unexpected:
         raise UserError(f"{source}: weights do not fit the model it describes (missing {missing[:3]}, "
                         f"unexpected {unexpected[:3]})")
