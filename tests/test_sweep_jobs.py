@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from decoderlab.sweep.jobs import (
-    fingerprint,
-    is_finished,
-    override_key,
-    set_aside,
-    task_config,
-    variant_label,
-    varying,
-)
+from decoderlab.overrides import override_key, variant_label, varying
+from decoderlab.rundir import fingerprint, is_finished
+from decoderlab.sweep.execute import Pool
+from decoderlab.sweep.jobs import set_aside, task_config
 from decoderlab.sweep.results import JobResult, collect, describe_exit, write_summary
 
 
@@ -107,37 +107,33 @@ def test_collect_says_why_a_job_failed(tmp_path: Path):
     assert [j["num"] for j in data["jobs"]] == [0, 1, 2, 3]
 
 
-def _sleeper(tmp_path: Path, num: int, seconds: float) -> tuple[JobResult, list[str], dict]:
-    import os
-    import sys
-
-    return (JobResult(num, [], [f"job={num}"], str(tmp_path / str(num))),
-            [sys.executable, "-c", f"import time; print('start', flush=True); time.sleep({seconds})"], dict(os.environ))
+def _pool_job(tmp_path: Path, num: int, code: str) -> tuple[JobResult, list[str], dict]:
+    """A pool job: a Python child running ``code``, in ``tmp_path/<num>``."""
+    return (JobResult(num, [], [f"job={num}"], str(tmp_path / str(num))), [sys.executable, "-c", code],
+            dict(os.environ))
 
 
 def test_pool_times_out_a_job_and_runs_jobs_side_by_side(tmp_path: Path):
-    import time
-
-    from decoderlab.sweep.execute import Pool
-
-    t0 = time.monotonic()
-    done = Pool(n_jobs=2, timeout_s=1.0, kill_grace_s=1.0, stream=False).run_all(
-        [_sleeper(tmp_path, 0, 30), _sleeper(tmp_path, 1, 0.5)])
-    assert time.monotonic() - t0 < 10  # the 30 s job was stopped at 1 s, next to the other
-    assert done[0].status == "failed" and done[0].reason.startswith("timed out after 1 s")
+    marker = tmp_path / "second-started"
+    # Job 0 sees job 1's marker only if both run at once; then it outlives its timeout. Job 1 ends on its own.
+    waiter = (f"import pathlib, time\nwhile not pathlib.Path({str(marker)!r}).exists(): time.sleep(0.02)\n"
+              "print('saw 1', flush=True)\ntime.sleep(120)")
+    done = Pool(n_jobs=2, timeout_s=5.0, kill_grace_s=1.0, stream=False).run_all(
+        [_pool_job(tmp_path, 0, waiter), _pool_job(tmp_path, 1, f"import pathlib; pathlib.Path({str(marker)!r}).touch()")])
+    assert done[0].status == "failed" and done[0].reason.startswith("timed out after 5 s")
     assert "killed by SIGTERM" in done[0].reason
+    assert (tmp_path / "0" / "job.log").read_text() == "saw 1\n"  # side by side; the job's output is kept
     assert done[1].status == "failed" and "without a completed status.json" in done[1].reason
-    assert (tmp_path / "0" / "job.log").read_text() == "start\n"  # the job's output is kept
 
 
 SIGTERM_PARENT = """
-import json, sys
+import json, os, sys
 from pathlib import Path
-sys.path.insert(0, {tests!r})
-from test_sweep_jobs import _sleeper
 from decoderlab.sweep.execute import Pool, sigterm_as_interrupt
+from decoderlab.sweep.results import JobResult
 tmp = Path({tmp!r})
-jobs = [_sleeper(tmp, i, 60) for i in range(3)]
+code = "import time; print('start', flush=True); time.sleep(20)"  # ends on its own if SIGTERM did nothing
+jobs = [(JobResult(i, [], [], str(tmp / str(i))), [sys.executable, "-c", code], dict(os.environ)) for i in range(3)]
 sigterm_as_interrupt()
 try:
     Pool(1, None, 2.0, False).run_all(jobs)
@@ -147,21 +143,13 @@ except KeyboardInterrupt:
 
 
 def test_sigterm_to_the_sweep_ends_its_children_and_marks_the_rest(tmp_path: Path):
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    script = SIGTERM_PARENT.format(tests=str(Path(__file__).parent), tmp=str(tmp_path))
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    for _ in range(200):  # wait until the first job runs
-        if (tmp_path / "0" / "job.log").is_file() and (tmp_path / "0" / "job.log").read_text():
-            break
+    proc = subprocess.Popen([sys.executable, "-c", SIGTERM_PARENT.format(tmp=str(tmp_path))], stdout=subprocess.PIPE,
+                            text=True)
+    log = tmp_path / "0" / "job.log"
+    while proc.poll() is None and not (log.is_file() and log.read_text()):  # until the first job runs
         time.sleep(0.05)
-    t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
-    assert time.monotonic() - t0 < 15
-    states = json.loads(out.strip().splitlines()[-1])
+    out, _ = proc.communicate(timeout=120)
+    states = json.loads(out.strip().splitlines()[-1])  # no JSON: the parent was not interrupted
     assert states[0][0] == "failed" and states[0][1].startswith("interrupted")
     assert states[1] == ["not run", "interrupted before it started"] and states[2][0] == "not run"

@@ -12,6 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from decoderlab.checkpoint import write_checkpoint
 from decoderlab.components.tokenizers import (
     TOKENIZERS,
     BPETokenizer,
@@ -23,7 +24,7 @@ from decoderlab.data import CORPORA, prepare
 from decoderlab.data.cache import split_document
 from decoderlab.errors import ConfigError, DataError, UserError
 from decoderlab.model import Decoder, ModelConfig
-from decoderlab.vocab import init_from_checkpoint, maybe_init_from, write_checkpoint
+from decoderlab.vocab import init_from_checkpoint, maybe_init_from
 
 ENGLISH = "".join(f"Line {i}: the quick brown fox jumps over the lazy dog, then rests {i % 7} times.\n"
                   for i in range(200))
@@ -218,7 +219,7 @@ def test_init_from_checkpoint_grows_vocabulary(tmp_path):
     ext = fitted("extend", ["天下大势" * 6], base=str(tmp_path / "base"))
     report = init_from_checkpoint(Decoder(cfg, ext.vocab_size), tmp_path / "old.ckpt", ext)
     assert report["copied_rows"] == 300 and report["new_rows"] == 4
-    run_cfg = OmegaConf.create({"model": {"init_from": str(tmp_path / "old.ckpt")}})
+    run_cfg = OmegaConf.create({"init_from": str(tmp_path / "old.ckpt")})
     new = maybe_init_from(run_cfg, Decoder(cfg, ext.vocab_size), ext)  # what runner.build_model calls
     for key in ("tok_emb.weight", "head.weight"):
         w, w0 = new.state_dict()[key], old.state_dict()[key]

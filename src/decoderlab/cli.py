@@ -7,18 +7,20 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
+from decoderlab.components import MODEL_REGISTRIES
+from decoderlab.components.tokenizers import TOKENIZERS
+from decoderlab.data import CORPORA
+from decoderlab.plugins import load_plugins
+
 
 def all_registries() -> dict:
-    from decoderlab.components import MODEL_REGISTRIES
-    from decoderlab.components.tokenizers import TOKENIZERS
-    from decoderlab.data import CORPORA
-    from decoderlab.plugins import load_plugins
-
+    """Every registry by its group (plugins loaded first): tokenizer, data and the model slots."""
     load_plugins()
     return {"tokenizer": TOKENIZERS, "data": CORPORA, **MODEL_REGISTRIES}
 
 
 def components_main(argv: list[str] | None = None) -> None:
+    """Console entry point ``decoderlab-components``."""
     parser = argparse.ArgumentParser(prog="decoderlab-components", description=__doc__)
     parser.add_argument("group", nargs="?", help="show only this registry (e.g. model/positional)")
     args = parser.parse_args(argv)

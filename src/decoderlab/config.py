@@ -1,5 +1,8 @@
 """The typed schema of a training run, and the checks Hydra does not make.
 
+``model`` holds exactly what builds the model (``ModelConfig`` plus a registry config per slot): it is what a
+checkpoint records. Run-level keys (``init_from``, ``param_budget``, ``seed`` ...) live at the top level.
+
 Hydra type-checks overrides against these dataclasses, but lets ``+key=value`` add keys past the schema and
 reports missing values one at a time; :func:`validate` rejects unknown keys, reports every missing value at once
 and checks each component config against its registry entry.
@@ -11,8 +14,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from decoderlab.components import MODEL_REGISTRIES
+from decoderlab.components.tokenizers import TOKENIZERS
+from decoderlab.data import CORPORA
 from decoderlab.errors import ConfigError
 from decoderlab.model import ModelConfig
 
@@ -26,10 +33,6 @@ class ModelSchema(ModelConfig):
     placement: Any = MISSING
     norm: Any = MISSING
     ffn: Any = MISSING
-    init_from: str | None = None  # start from this checkpoint's weights; tokenizer=extend grows its vocabulary
-    # Non-embedding parameter target: each variant's FFN hidden width is solved to meet it within 1%
-    # (decoderlab.sweep.sizing). None: the FFN's own hidden-size rule.
-    param_budget: int | None = None
 
 
 @dataclass
@@ -94,11 +97,13 @@ class TrainConfig:
     threads: int | None = None  # torch.set_num_threads; None: torch's default
     project: str = "decoderlab"
     run_name: str | None = None
+    init_from: str | None = None  # start from this checkpoint's weights; tokenizer=extend grows its vocabulary
+    # Non-embedding parameter target: the FFN hidden width is solved to meet it within 1% (decoderlab.sizing).
+    # None: the FFN's own hidden-size rule.
+    param_budget: int | None = None
 
 
 def register_schema() -> None:
-    from hydra.core.config_store import ConfigStore
-
     ConfigStore.instance().store(name="decoderlab_schema", node=TrainConfig, provider="decoderlab")
 
 
@@ -135,10 +140,6 @@ def _size_problems(cfg: DictConfig) -> list[str]:
 
 def _slot_problems(cfg: DictConfig, missing: list[str], sizes_ok: bool) -> list[str]:
     """Each component config against its registry entry, then its own cross-slot ``check()``."""
-    from decoderlab.components import MODEL_REGISTRIES
-    from decoderlab.components.tokenizers import TOKENIZERS
-    from decoderlab.data import CORPORA
-
     problems: list[str] = []
     slots = {"tokenizer": TOKENIZERS, "data": CORPORA}
     slots.update({g.replace("/", "."): r for g, r in MODEL_REGISTRIES.items()})
@@ -157,13 +158,22 @@ def _slot_problems(cfg: DictConfig, missing: list[str], sizes_ok: bool) -> list[
     return problems
 
 
+MOVED_KEYS = {"model.init_from": "init_from", "model.param_budget": "param_budget"}
+
+
+def _unknown(key: str) -> str:
+    if key in MOVED_KEYS:
+        return f"unknown key '{key}': it is the run-level key '{MOVED_KEYS[key]}' now (not part of the model)"
+    return f"unknown key '{key}' (not in the schema; check its spelling)"
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` listing every missing value, unknown key and bad component config."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     problems: list[str] = []
     if missing:
         problems.append("missing value(s), set them on the command line: " + ", ".join(missing))
-    problems += [f"unknown key '{k}' (not in the schema; check its spelling)" for k in unknown_keys(cfg)]
+    problems += [_unknown(k) for k in unknown_keys(cfg)]
     sizes = [] if missing else _size_problems(cfg)
     problems += sizes
     problems += _slot_problems(cfg, missing, sizes_ok=not sizes)

@@ -1,4 +1,16 @@
-"""User-facing errors: shown as one clear message (no traceback unless HYDRA_FULL_ERROR=1)."""
+"""User-facing errors, and the one way a command-line tool reports them: one clear line, exit status 1.
+
+No traceback unless ``HYDRA_FULL_ERROR=1`` (``decoderlab-train``) asks for one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.text import Text
 
 
 class UserError(Exception):
@@ -15,3 +27,18 @@ class DataError(UserError):
 
 class PositionRangeError(UserError):
     """A positional encoding asked for a position it cannot represent."""
+
+
+def print_user_error(e: BaseException) -> None:
+    """``error: <message>`` on stderr, the word in bold red."""
+    Console(stderr=True).print(Text("error: ", style="bold red") + Text(str(e)))
+
+
+@contextlib.contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """In a command-line tool's main: a :class:`UserError` becomes :func:`print_user_error` and exit status 1."""
+    try:
+        yield
+    except UserError as e:
+        print_user_error(e)
+        sys.exit(1)

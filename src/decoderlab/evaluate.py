@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import math
 import os
 import sys
 from dataclasses import asdict, dataclass
@@ -27,12 +26,21 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.table import Table
 
-from decoderlab.errors import PositionRangeError, UserError
+from decoderlab import rundir
+from decoderlab.checkpoint import load_decoder, read_checkpoint, require_same_tokenizer
+from decoderlab.components.tokenizers import TOKENIZERS
+from decoderlab.data import CORPORA, prepare
+from decoderlab.data.module import ValWindows
+from decoderlab.errors import PositionRangeError, UserError, exit_on_user_error
 from decoderlab.model import Decoder
+from decoderlab.plugins import load_plugins
+from decoderlab.units import bits_per_byte
 
 log = logging.getLogger("decoderlab")
-LN2 = math.log(2)
 FILES = ("extrapolation.csv", "extrapolation.md", "extrapolation.png")
 
 
@@ -58,8 +66,6 @@ class Row:
 def score_length(model: Decoder, ids: np.ndarray, token_bytes: np.ndarray, length: int,
                  batch_tokens: int = 8192) -> tuple[float, int, int]:
     """(summed nats, targets, target bytes) over the held-out ids (a context token, then targets) at ``length``."""
-    from decoderlab.data.module import ValWindows
-
     windows = ValWindows(ids, length)
     tb = torch.as_tensor(token_bytes, dtype=torch.long)
     per_batch = max(1, batch_tokens // length)
@@ -93,7 +99,7 @@ def evaluate_model(model: Decoder, ids: np.ndarray, token_bytes: np.ndarray, len
         if not row.note:
             try:
                 nats, row.tokens, row.bytes = score_length(model, ids, token_bytes, length, batch_tokens)
-                row.loss, row.bpb = nats / max(row.tokens, 1), nats / LN2 / max(row.bytes, 1)
+                row.loss, row.bpb = nats / max(row.tokens, 1), bits_per_byte(nats, row.bytes)
                 if len(ids) - 1 < length:
                     row.note = f"held-out split has only {len(ids) - 1} tokens"
             except PositionRangeError as e:
@@ -107,7 +113,7 @@ def find_runs(paths: list[str]) -> list[Path]:
     """Run directories (holding checkpoints/last.ckpt) given directly or found under sweep directories."""
     runs: list[Path] = []
     for p in map(Path, paths):
-        if (p / "checkpoints" / "last.ckpt").is_file():
+        if rundir.last_checkpoint(p).is_file():
             runs.append(p)
             continue
         if not p.is_dir():
@@ -121,11 +127,9 @@ def find_runs(paths: list[str]) -> list[Path]:
 
 def _finished(root: Path, ckpt: Path) -> bool:
     """A completed run's checkpoint, not one of a set-aside attempt (``.attempts/``) or of a failed run."""
-    from decoderlab.sweep.jobs import read_json
-
     if any(part.startswith(".") for part in ckpt.relative_to(root).parts):
         return False
-    status = read_json(ckpt.parent.parent / "status.json")
+    status = rundir.read_status(ckpt.parent.parent)
     return status is None or status.get("status") == "completed"  # None: a run dir from before status.json
 
 
@@ -135,10 +139,6 @@ def _natural(p: Path) -> tuple:
 
 def held_out(run: Path, cfg: Any, tokenizer: Any) -> np.ndarray:
     """The run's held-out ids (with the leading context token) from its token cache, checked against its tokenizer."""
-    from decoderlab.components.tokenizers import TOKENIZERS
-    from decoderlab.data import CORPORA, prepare
-    from decoderlab.vocab import require_same_tokenizer
-
     data = prepare(CORPORA.build(cfg.data), TOKENIZERS.build(cfg.tokenizer), int(cfg.model.block_size))
     require_same_tokenizer(tokenizer, data.tokenizer, f"checkpoint of {run}", f"token cache {data.directory}")
     return np.asarray(data.val)
@@ -146,8 +146,6 @@ def held_out(run: Path, cfg: Any, tokenizer: Any) -> np.ndarray:
 
 def run_labels(runs: list[Path], cfgs: list[Any]) -> list[str]:
     """Short labels: the config choices that differ between the runs (the positional encoding by default)."""
-    from omegaconf import OmegaConf
-
     flat = [dict(_flatten(OmegaConf.to_container(c, resolve=True))) for c in cfgs]
     keys = sorted({k for f in flat for k in f})
     differ = [k for k in keys if len({str(f.get(k)) for f in flat}) > 1 and not k.startswith(("logger", "data.cache"))]
@@ -166,15 +164,11 @@ def _flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
 def evaluate_runs(paths: list[str], lengths: list[int], absolute: bool = False, max_tokens: int | None = None,
                   batch_tokens: int = 8192) -> list[Row]:
     """Rows for every run under ``paths`` at every length (multiples of each run's block_size unless absolute)."""
-    from omegaconf import OmegaConf
-
-    from decoderlab.vocab import load_decoder, read_checkpoint
-
     runs = find_runs(paths)
     cfgs = [_load_config(r) for r in runs]
     rows = []
     for run, cfg, label in zip(runs, cfgs, run_labels(runs, cfgs)):
-        ckpt_path = run / "checkpoints" / "last.ckpt"
+        ckpt_path = rundir.last_checkpoint(run)
         model, tokenizer = load_decoder(read_checkpoint(ckpt_path), str(ckpt_path))
         ids = held_out(run, cfg, tokenizer)
         if max_tokens:
@@ -188,9 +182,7 @@ def evaluate_runs(paths: list[str], lengths: list[int], absolute: bool = False, 
 
 
 def _load_config(run: Path) -> Any:
-    from omegaconf import OmegaConf
-
-    path = run / "config.yaml"
+    path = run / rundir.CONFIG_FILE
     if not path.is_file():
         raise UserError(f"{run} has no config.yaml: decoderlab-eval needs the run's data config")
     try:
@@ -223,7 +215,7 @@ def markdown(rows: list[Row]) -> str:
 
 def plot(rows: list[Row], path: Path) -> None:
     """Loss and bits-per-byte against length, one line per run; a dashed line at the training block_size."""
-    import matplotlib
+    import matplotlib  # lazy: slow to import, and only the figure needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -279,9 +271,7 @@ def default_out(paths: list[str]) -> Path:
 
 
 def print_table(rows: list[Row]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
+    """The rows as a rich table on stdout."""
     t = Table(title="length extrapolation", title_justify="left")
     for col in ("run", "length", "× block", "loss", "bits/byte", "note"):
         t.add_column(col, justify="right" if col in ("length", "× block", "loss", "bits/byte") else "left")
@@ -305,19 +295,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        from decoderlab.plugins import load_plugins
-
+    with exit_on_user_error():
         load_plugins()
         rows = evaluate_runs(args.paths, parse_lengths(args.lengths), args.absolute, args.max_tokens,
                              args.batch_tokens)
         files = write_outputs(rows, Path(args.out) if args.out else default_out(args.paths))
-    except UserError as e:
-        from rich.console import Console
-        from rich.text import Text
-
-        Console(stderr=True).print(Text("error: ", style="bold red") + Text(str(e)))
-        sys.exit(1)
     print_table(rows)
     for f in files:
         sys.stdout.write(f"wrote {f}\n")

@@ -1,8 +1,10 @@
-"""Lightning plumbing of a run: loggers, callbacks, the Trainer, the final checkpoint and the sample."""
+"""Lightning plumbing of a run: loggers, callbacks, the Trainer, the final checkpoint and the sample.
+
+Imports Lightning (~3.6 s): :mod:`decoderlab.runner` imports this module only once a run really trains.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -17,10 +19,11 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
-from decoderlab.checkpoint import atomic_save, load_checkpoint
+from decoderlab.checkpoint import atomic_save, checkpoint_record, read_checkpoint, seal
 from decoderlab.errors import ConfigError
 from decoderlab.lit import LitDecoder
 from decoderlab.model import Decoder
+from decoderlab.wandb_names import wandb_names
 
 log = logging.getLogger("decoderlab")
 # The run directory is also the CSV logger's directory: its "not empty" warning is expected noise.
@@ -29,13 +32,13 @@ warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO with atomic saves and ``weights_only=True`` loads."""
+    """Lightning checkpoint IO: atomic saves sealed with a checksum; verified ``weights_only=True`` loads."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        atomic_save(checkpoint, path)
+        atomic_save(seal(checkpoint), path)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
-        return load_checkpoint(path, map_location or "cpu")
+        return read_checkpoint(path, map_location or "cpu")
 
 
 class TrainTimer(Callback):
@@ -64,19 +67,6 @@ def wandb_offline_default() -> bool:
     return not (os.environ.get("WANDB_API_KEY") or mode == "online")
 
 
-def sweep_info() -> dict[str, Any]:
-    """wandb group/job_type/name for this job: the sweep directory groups a multirun's jobs."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    hc = HydraConfig.get()
-    overrides = [o for o in hc.overrides.task if not o.startswith("hydra")]
-    name = ",".join(overrides) or "defaults"
-    if hc.mode == RunMode.MULTIRUN:
-        return {"group": str(hc.sweep.dir), "job_type": name[:60], "name": f"{hc.job.num}:{name}"[:120]}
-    return {"name": name[:120]}
-
-
 def build_loggers(cfg: DictConfig, out: Path, choices: dict[str, str]) -> list[Any]:
     loggers = []
     for key, spec in (cfg.logger or {}).items():
@@ -90,9 +80,8 @@ def build_loggers(cfg: DictConfig, out: Path, choices: dict[str, str]) -> list[A
         if target.endswith("WandbLogger"):
             spec.setdefault("project", cfg.project)
             spec.setdefault("offline", wandb_offline_default())
-            spec.setdefault("tags", [f"{k.split('/')[-1]}={v}" for k, v in choices.items()][:50])
-            for k, v in sweep_info().items():
-                spec.setdefault(k, v if k != "name" or not cfg.run_name else cfg.run_name)
+            for k, v in wandb_names(choices, cfg.run_name).items():
+                spec.setdefault(k, v)
         try:
             loggers.append(instantiate(spec))
         except Exception as e:  # noqa: BLE001 - a bad logger kwarg is a config mistake
@@ -121,12 +110,6 @@ def build_trainer(cfg: DictConfig, out: Path, loggers: list[Any], timer: TrainTi
         return L.Trainer(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"trainer: {e}") from None
-
-
-def checkpoint_record(model: Decoder, tokenizer: Any) -> dict[str, Any]:
-    """What a checkpoint carries to rebuild its model alone: the *built* config (FFN width already solved for
-    ``model.param_budget``), the vocabulary size and the bound tokenizer."""
-    return {"model": dataclasses.asdict(model.cfg), "vocab_size": tokenizer.vocab_size, "tokenizer": tokenizer.to_json()}
 
 
 def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: dict, choices: dict) -> dict:
@@ -176,7 +159,7 @@ def _finish_wandb(loggers: list[Any]) -> None:
     """One wandb run per job: finish it before the next job of a sweep starts."""
     for lg in loggers:
         if type(lg).__name__ == "WandbLogger":
-            import wandb
+            import wandb  # lazy: optional and slow; only a run with a wandb logger needs it
 
             if wandb.run is not None:
                 wandb.finish()

@@ -17,27 +17,18 @@ import sys
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.logging import RichHandler
 
+from decoderlab import rundir
+from decoderlab.checkpoint import load_decoder, read_checkpoint, require_same_tokenizer, resolve_checkpoint
 from decoderlab.components.tokenizers import DECODERLAB_FILE, Tokenizer, load_tokenizer
-from decoderlab.errors import UserError
+from decoderlab.errors import UserError, exit_on_user_error
 from decoderlab.model import Decoder
-from decoderlab.vocab import load_decoder, read_checkpoint, require_same_tokenizer
+from decoderlab.plugins import load_plugins
 
 log = logging.getLogger("decoderlab")
-
-
-def resolve_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
-    """(checkpoint file, run directory or None) for a run directory or a checkpoint file."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        ckpt = path / "checkpoints" / "last.ckpt"
-        if not ckpt.is_file():
-            raise UserError(f"{path} is not a finished run directory: {ckpt} not found")
-        return ckpt, path
-    if not path.exists():
-        raise UserError(f"no such run directory or checkpoint: {path}")
-    run = path.parent.parent
-    return path, run if (run / "config.yaml").is_file() else None
 
 
 def load_for_generation(path: str | Path, tokenizer_path: str | Path | None = None) -> tuple[Decoder, Tokenizer, Path]:
@@ -54,10 +45,8 @@ def load_for_generation(path: str | Path, tokenizer_path: str | Path | None = No
 
 def default_prompt(ckpt_path: Path) -> str:
     """The run's own sample prompt (``sample.prompt``, else ``data.sample_prompt``), else a newline."""
-    cfg_path = ckpt_path.parent.parent / "config.yaml"
+    cfg_path = ckpt_path.parent.parent / rundir.CONFIG_FILE
     if cfg_path.is_file():
-        from omegaconf import OmegaConf
-
         cfg = OmegaConf.load(cfg_path)
         prompt = OmegaConf.select(cfg, "sample.prompt", default=None)
         prompt = prompt if prompt is not None else OmegaConf.select(cfg, "data.sample_prompt", default=None)
@@ -87,6 +76,7 @@ def generate_text(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line of ``decoderlab-generate``; a bad value is argparse's usage error."""
     p = argparse.ArgumentParser(prog="decoderlab-generate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="a run directory (uses checkpoints/last.ckpt) or a checkpoint file")
@@ -117,16 +107,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def setup_logging() -> None:
-    from rich.logging import RichHandler
-
+    """Warnings (e.g. prompt characters missing from the vocabulary) on stderr, so stdout holds only the text."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(show_time=False,
-                        show_path=False, console=_stderr())])
-
-
-def _stderr():  # noqa: ANN202 - rich Console
-    from rich.console import Console
-
-    return Console(stderr=True)
+                        show_path=False, console=Console(stderr=True))])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -135,19 +118,12 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        from decoderlab.plugins import load_plugins
-
+    with exit_on_user_error():
         load_plugins()  # a checkpoint may use a plugin's component
         model, tokenizer, ckpt = load_for_generation(args.path, args.tokenizer)
         prompt = args.prompt if args.prompt is not None else default_prompt(ckpt)
         texts = generate_text(model, tokenizer, prompt, args.max_new_tokens, args.temperature, args.top_k,
                               args.top_p, args.seed, args.context, args.num_samples, not args.no_cache)
-    except UserError as e:
-        from rich.text import Text
-
-        _stderr().print(Text("error: ", style="bold red") + Text(str(e)))
-        sys.exit(1)
     for i, text in enumerate(texts):
         if i:
             sys.stdout.write("\n" + "-" * 40 + "\n")

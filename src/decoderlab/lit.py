@@ -14,8 +14,7 @@ from torchmetrics import SumMetric
 
 from decoderlab.config import OptimConfig
 from decoderlab.model import Decoder
-
-LN2 = math.log(2)
+from decoderlab.units import LN2
 
 
 def lr_at(step: int, cfg: OptimConfig, max_steps: int) -> float:
@@ -125,8 +124,8 @@ class LitDecoder(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         bound = checkpoint.get("decoderlab", {}).get("tokenizer")
         if bound and "tokenizer" in self.checkpoint_extra:  # never resume with another tokenizer
+            from decoderlab.checkpoint import require_same_tokenizer
             from decoderlab.components.tokenizers import tokenizer_from_json
-            from decoderlab.vocab import require_same_tokenizer
 
             require_same_tokenizer(tokenizer_from_json(bound), tokenizer_from_json(self.checkpoint_extra["tokenizer"]),
                                    "the resumed checkpoint", "this run")

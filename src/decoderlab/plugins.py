@@ -91,7 +91,9 @@ def load_plugins(force: bool = False) -> dict[str, str]:
     """Import every plugin once; returns {plugin: "ok" | error}. Idempotent."""
     if os.environ.get("DECODERLAB_NO_PLUGINS", "") not in ("", "0") and not force:
         return dict(_loaded)
-    import decoderlab.components  # noqa: F401 - core first, so a plugin clashing with it is the one that fails
+    # Core first, so a plugin clashing with it is the one that fails. Lazy: ``import decoderlab`` imports this
+    # module (for its finder) and must not pull in torch and every component.
+    import decoderlab.components  # noqa: F401
     import decoderlab.data  # noqa: F401
 
     for d in plugin_dirs():

@@ -13,6 +13,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
 T = TypeVar("T")
 
 
@@ -116,17 +119,25 @@ class Registry(Generic[T]):
         return to_dataclass(self, cfg)
 
     def build(self, cfg: Any, **context: Any) -> T:
-        """Build the component named by ``cfg.name`` (a dataclass, DictConfig or plain dict)."""
+        """Build the component named by ``cfg.name`` (a dataclass, DictConfig or plain dict).
+
+        The built object must be an instance of the slot's ``base`` (when the registry declares one): a builder
+        returning anything else is a :class:`TypeError` naming the component and the base.
+        """
         cfg = to_dataclass(self, cfg)
-        return self.get(cfg.name).builder(cfg, **context)
+        entry = self.get(cfg.name)
+        obj = entry.builder(cfg, **context)
+        if self.base is not None and not isinstance(obj, self.base):
+            raise TypeError(f"{self.group}/{cfg.name} (registered by {entry.source}) built a "
+                            f"{type(obj).__qualname__}, which is not a {self.base.__qualname__}: the slot's "
+                            f"components must subclass {self.base.__module__}.{self.base.__qualname__}")
+        return obj
 
 
 def to_dataclass(registry: Registry, cfg: Any) -> Any:
     """Turn a DictConfig / dict / dataclass into the entry's typed config dataclass."""
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
         return cfg
-    from omegaconf import DictConfig, OmegaConf
-
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
     if not isinstance(cfg, dict) or "name" not in cfg:
@@ -143,6 +154,4 @@ def to_dataclass(registry: Registry, cfg: Any) -> Any:
 
 
 def _store(group: str, name: str, config_cls: type) -> None:
-    from hydra.core.config_store import ConfigStore
-
     ConfigStore.instance().store(group=group, name=name, node=config_cls(name=name), provider="decoderlab")

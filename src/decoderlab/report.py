@@ -1,11 +1,17 @@
-"""Human-readable run summaries (rich)."""
+"""Human-readable output on the console (rich): the end-of-run summary, the console every table prints to."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+
+def make_console() -> Console:
+    """A rich console; when output goes to a file or pipe, 160 columns rather than rich's 80 (no wrapping)."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def _fmt(v: Any, spec: str = ",.4f") -> str:

@@ -1,28 +1,34 @@
-"""One training run from a composed config: data -> model -> Lightning -> loggers -> summary in the run dir."""
+"""One training run from a composed config: data -> model -> Lightning -> loggers -> summary in the run dir.
+
+Lightning (``import lightning`` costs ~3.6 s) is imported only when a run trains (:func:`run`), so planning,
+``--help`` and building a model stay fast.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from decoderlab import rundir
 from decoderlab.components.tokenizers import TOKENIZERS
 from decoderlab.config import validate
 from decoderlab.data import CORPORA, prepare
 from decoderlab.errors import ConfigError
 from decoderlab.model import Decoder
+from decoderlab.report import print_summary
+from decoderlab.sizing import build_model_config, ffn_hidden
+from decoderlab.vocab import maybe_init_from
 
 log = logging.getLogger("decoderlab")
 
 
 def slot_choices() -> dict[str, str]:
     """The chosen option of every config group (``model/positional`` -> ``rope``), Hydra's own groups left out."""
-    from hydra.core.hydra_config import HydraConfig
-
     try:
         choices = HydraConfig.get().runtime.choices
     except ValueError:
@@ -49,7 +55,8 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def build_data(cfg: DictConfig) -> tuple[Any, Any]:
-    from decoderlab.data.module import DecoderDataModule
+    """The tokenized corpus and its Lightning data module."""
+    from decoderlab.data.module import DecoderDataModule  # lazy: imports Lightning (see the module docstring)
 
     corpus = CORPORA.build(cfg.data)
     tokenizer = TOKENIZERS.build(cfg.tokenizer)
@@ -70,22 +77,20 @@ def saved_config(cfg: DictConfig) -> str:
 
 
 def tokenizer_summary(data: Any) -> dict[str, Any]:
+    """The tokenizer's part of ``summary.json``: name, vocabulary size, fingerprint and its report on the corpus."""
     tok = data.tokenizer
     return {"name": tok.cfg.name, "vocab_size": tok.vocab_size, "fingerprint": tok.fingerprint(),
             **data.meta.get("tokenizer_report", {})}
 
 
-def build_model(cfg: DictConfig, vocab_size: int, tokenizer: Any = None) -> Decoder:
-    from decoderlab.sweep.sizing import model_config
-
-    model_cfg = model_config(cfg, vocab_size)  # typed ModelSchema; FFN sized to model.param_budget when set
+def build_model(cfg: DictConfig, vocab_size: int, tokenizer: Any) -> Decoder:
+    """The run's model: FFN sized to ``param_budget`` when set, weights from ``init_from`` when set."""
+    model_cfg = build_model_config(cfg, vocab_size)  # typed ModelSchema
     try:
         model = Decoder(model_cfg, vocab_size)
     except ValueError as e:  # a component rejecting its dimensions: a config mistake
         raise ConfigError(str(e)) from None
-    from decoderlab.vocab import maybe_init_from
-
-    return maybe_init_from(cfg, model, tokenizer)  # model.init_from: weights (and a grown vocabulary)
+    return maybe_init_from(cfg, model, tokenizer)  # init_from: weights (and a grown vocabulary)
 
 
 def run(cfg: DictConfig, out: Path, fingerprint: str | None = None) -> float | None:
@@ -94,35 +99,29 @@ def run(cfg: DictConfig, out: Path, fingerprint: str | None = None) -> float | N
     ``fingerprint`` (of the config before any sweep bookkeeping touched it) goes into ``status.json``: a sweep
     re-run skips a job whose status is "completed" with the same fingerprint.
     """
-    from decoderlab.sweep.jobs import fingerprint as config_fingerprint
-    from decoderlab.sweep.sizing import ffn_hidden
-    from decoderlab.train import write_status
-
     validate(cfg)
-    fp = fingerprint or config_fingerprint(cfg)
-    write_status(out, "running", fingerprint=fp)
+    fp = fingerprint or rundir.fingerprint(cfg)
+    rundir.write_status(out, "running", fingerprint=fp)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    import lightning as L
+    import lightning as L  # lazy: see the module docstring
+
+    from decoderlab.fit import fit  # lazy: imports Lightning
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    (out / "config.yaml").write_text(saved_config(cfg))
+    rundir.atomic_write(out / rundir.CONFIG_FILE, saved_config(cfg))
     data, dm = build_data(cfg)
     data.tokenizer.save(out)
     model = build_model(cfg, data.tokenizer.vocab_size, data.tokenizer)
     counts = model.param_counts()
     log.info("model: %s parameters (%s non-embedding)", f"{counts['total']:,}", f"{counts['non_embedding']:,}")
-    from decoderlab.fit import fit
-
     result = fit(cfg, out, model, data, dm, flat_config(cfg), slot_choices())
     if not result.pop("rank_zero", True):  # DDP: rank 0 alone writes the summary and prints
         return result.get("val_loss")
     summary = {"params": counts, **result, "run_dir": str(out), "choices": slot_choices(),
                "ffn_hidden": ffn_hidden(model), "tokenizer": tokenizer_summary(data)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    write_status(out, "completed", fingerprint=fp)
-    from decoderlab.report import print_summary
-
+    rundir.write_json(out / rundir.SUMMARY_FILE, summary)
+    rundir.write_status(out, "completed", fingerprint=fp)
     print_summary(summary)
     return result.get("val_loss")
 

@@ -56,7 +56,7 @@ def _print(variants: list, keys: list[str], runs: list) -> None:
     from rich.text import Text
 
     from decoderlab.compare.table import display_keys, rows
-    from decoderlab.sweep.results import make_console
+    from decoderlab.report import make_console
 
     table = rows(variants)
     t = Table(title=f"{len(runs)} runs, {len(variants)} variants (mean ± 95% CI over seeds)", title_justify="left",

@@ -10,7 +10,7 @@ from typing import Any
 
 from decoderlab.compare.runs import BOOKKEEPING, Run
 from decoderlab.compare.stats import MeanCI, mean_ci
-from decoderlab.sweep.jobs import override_key, variant_label, varying
+from decoderlab.overrides import override_key, variant_label, varying
 
 SEED_KEYS = ("seed",)
 # (column, summary field, digits) of the results table; each is a mean ± 95% CI over the variant's seeds.

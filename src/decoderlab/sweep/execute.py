@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 import sys
 import threading
@@ -114,8 +115,6 @@ def _pump(src: IO[str], logf: IO[str], tail: deque[str], prefix: str, stream: bo
 
 def sigterm_as_interrupt() -> Callable[[], None]:
     """While a sweep runs in the main thread, SIGTERM to the parent ends its children too; returns undo."""
-    import signal
-
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 

@@ -23,23 +23,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from decoderlab.config import validate
+from decoderlab.overrides import override_key, quote, variant_label, varying
+from decoderlab.plan import PLAN_ENV, PlanRow, plan_requested, plan_row, print_plan
+from decoderlab.rundir import SKIP_REASON, fingerprint, is_finished
 from decoderlab.sweep import results as R
-from decoderlab.sweep.jobs import (
-    fingerprint,
-    is_finished,
-    override_key,
-    quote,
-    set_aside,
-    task_config,
-    variant_label,
-    varying,
-)
+from decoderlab.sweep.execute import Pool, sigterm_as_interrupt
+from decoderlab.sweep.jobs import set_aside, task_config
+from decoderlab.wandb_names import JOB_ENV
 
 log = logging.getLogger("decoderlab.sweep")
-JOB_ENV = "DECODERLAB_SWEEP_JOB"
-PLAN_ENV = "DECODERLAB_PLAN"
 # Parent-only Hydra overrides that must not reach a child (it is a single run in its own directory).
 _PARENT_ONLY = ("hydra/launcher", "hydra.launcher", "hydra/sweeper", "hydra.sweeper", "hydra.sweep.", "hydra.mode",
                 "hydra.run.dir", "hydra.job.num", "hydra.job.id")
@@ -70,8 +68,6 @@ class JobSpec:
 
 def sweep_keys(config: DictConfig) -> set[str]:
     """Keys the sweep varies: sweep overrides on the command line and ``hydra.sweeper.params``."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     candidates = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
     keys = set()
@@ -94,8 +90,6 @@ def varying_of(job_overrides: Sequence[Sequence[str]], keys: set[str]) -> list[l
 
 def prepare(ctx: Any, config: DictConfig, job_overrides: Sequence[Sequence[str]], first: int) -> list[JobSpec]:
     """Compose and validate every job; a job that cannot be composed carries its error instead."""
-    from hydra.core.hydra_config import HydraConfig
-
     sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
     labels = varying_of(job_overrides, sweep_keys(config))
     saved = HydraConfig.instance().cfg
@@ -111,10 +105,6 @@ def prepare(ctx: Any, config: DictConfig, job_overrides: Sequence[Sequence[str]]
 
 
 def _compose(ctx: Any, config: DictConfig, spec: JobSpec, sweep_dir: Path) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    from decoderlab.config import validate
-
     try:
         sweep_cfg = ctx.config_loader.load_sweep_config(config, list(spec.overrides))
         with open_dict(sweep_cfg):
@@ -138,15 +128,11 @@ def child_command(spec: JobSpec, config: DictConfig) -> list[str]:
 
 
 def child_env(spec: JobSpec, config: DictConfig) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != PLAN_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in (PLAN_ENV, R.SESSION_ENV)}  # the child is a plain run
     env[JOB_ENV] = json.dumps({"sweep_dir": str(config.hydra.sweep.dir), "num": spec.num, "varying": spec.varying,
                                "variant": variant_label(spec.varying)})
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
-
-
-def plan_requested() -> bool:
-    return os.environ.get(PLAN_ENV, "") not in ("", "0")
 
 
 def launch(ctx: Any, config: DictConfig, job_overrides: Sequence[Sequence[str]], first: int,
@@ -155,20 +141,17 @@ def launch(ctx: Any, config: DictConfig, job_overrides: Sequence[Sequence[str]],
     sweep_dir = Path(str(config.hydra.sweep.dir))
     specs = prepare(ctx, config, job_overrides, first)
     if plan_requested():
-        from decoderlab.sweep.plan import print_plan
-
         rows = [_plan_row(s) for s in specs]
         print_plan(rows)
-        R.PLAN_INVALID.extend(f"job {r.num}: {r.error}" for r in rows if r.error)
+        errors = [f"job {r.num}: {r.error}" for r in rows if r.error]
+        R.report_to_session(sweep_dir, plan_errors=errors)
         if not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).endswith("BasicSweeper"):
             # A searching sweeper (Optuna) picks its next points from results: its first batch is the plan.
             log.info("plan: the sweeper samples its points; shown is its first batch")
-            raise SystemExit(1 if R.PLAN_INVALID else 0)
+            raise SystemExit(1 if errors else 0)
         return [_job_return(s, None) for s in specs]
     log.info("sweep %s: %d job(s), %d at a time", sweep_dir, len(specs), max(1, settings.n_jobs))
     done, todo = _triage(specs, settings, sweep_dir)
-    from decoderlab.sweep.execute import Pool, sigterm_as_interrupt
-
     pool = Pool(settings.n_jobs, settings.timeout_s, settings.kill_grace_s, settings.stream_output)
     work = [(_result(s), child_command(s, config), child_env(s, config)) for s in todo]
     undo = sigterm_as_interrupt()
@@ -178,7 +161,7 @@ def launch(ctx: Any, config: DictConfig, job_overrides: Sequence[Sequence[str]],
         undo()
         results = sorted(done + [w[0] for w in work], key=lambda r: r.num)
         R.write_summary(sweep_dir, results)
-        R.remember(sweep_dir, results)
+        R.report_to_session(sweep_dir, results)
     by_num = {r.num: r for r in ran + done}
     return [_job_return(s, by_num[s.num]) for s in specs]
 
@@ -191,9 +174,9 @@ def _triage(specs: list[JobSpec], settings: Settings, sweep_dir: Path) -> tuple[
             done.append(_result(s, "failed", s.error))
         elif settings.skip_finished and is_finished(s.dir, s.fp or ""):
             res = R.collect(_result(s), 0, 0.0, [])
-            res.status, res.reason = "skipped", "finished earlier with the same config"
+            res.status, res.reason = "skipped", SKIP_REASON
             done.append(res)
-            log.info("job %d: skipped (finished earlier with the same config in %s)", s.num, s.dir)
+            log.info("job %d: skipped (%s in %s)", s.num, SKIP_REASON, s.dir)
         else:
             moved = set_aside(s.dir, sweep_dir)
             if moved:
@@ -206,9 +189,7 @@ def _result(spec: JobSpec, status: str = "not run", reason: str = "") -> R.JobRe
     return R.JobResult(spec.num, spec.overrides, spec.varying, str(spec.dir), status, reason)
 
 
-def _plan_row(spec: JobSpec) -> Any:
-    from decoderlab.sweep.plan import PlanRow, plan_row
-
+def _plan_row(spec: JobSpec) -> PlanRow:
     label = ",".join(spec.varying) or "(single point)"
     if spec.error or spec.cfg is None:
         return PlanRow(spec.num, label, error=spec.error, state="invalid")
@@ -216,11 +197,9 @@ def _plan_row(spec: JobSpec) -> Any:
     return plan_row(spec.num, label, spec.cfg, state)
 
 
-def _job_return(spec: JobSpec, res: R.JobResult | None) -> Any:
+def _job_return(spec: JobSpec, res: R.JobResult | None) -> JobReturn:
     """A Hydra JobReturn. A failed job returns None, not an exception: the launcher reports it itself, so later
     batches still run, and Optuna records a failed trial (its sweeper crashes on NaN)."""
-    from hydra.core.utils import JobReturn, JobStatus
-
     ret = JobReturn()
     ret.overrides, ret.cfg, ret.hydra_cfg = spec.overrides, spec.cfg, spec.sweep_cfg
     ret.working_dir, ret.task_name = os.getcwd(), "train"

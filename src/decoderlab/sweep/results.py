@@ -4,17 +4,27 @@
 has ``num``, ``overrides``, ``varying``, ``dir``, ``status`` (``completed`` / ``skipped`` / ``failed`` /
 ``not run``), ``reason``, ``returncode``, ``seconds``, ``val_loss`` and ``val_bpb``. Batches of a sweeper that
 launches several times (Optuna) are merged by job number.
+
+The launcher runs inside Hydra, which drops what it returns; it hands each batch's results (and a plan's invalid
+points) to ``decoderlab-train``'s main through the session file main names in ``DECODERLAB_SESSION_FILE``
+(:func:`report_to_session` / :func:`read_session`): no module state.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from decoderlab.sweep.jobs import read_json
+from rich.table import Table
+from rich.text import Text
+
+from decoderlab.report import make_console
+from decoderlab.rundir import read_json, read_status, write_json
 
 SUMMARY_FILE = "sweep_summary.json"
 OK_STATES = ("completed", "skipped")
@@ -39,9 +49,7 @@ class JobResult:
         return self.status in OK_STATES
 
 
-# Results of every batch this process launched (read by decoderlab-train's main for its exit status).
-SESSION: dict[str, dict[int, JobResult]] = {}
-PLAN_INVALID: list[str] = []  # sweep points a --plan found invalid
+SESSION_ENV = "DECODERLAB_SESSION_FILE"
 
 
 def describe_exit(rc: int | None) -> str:
@@ -65,7 +73,7 @@ def _signame(num: int) -> str:
 def collect(result: JobResult, rc: int | None, seconds: float, tail: list[str]) -> JobResult:
     """Fill ``result`` from the exit code and the files the job left (status.json, summary.json)."""
     job_dir = Path(result.dir)
-    status = read_json(job_dir / "status.json") or {}
+    status = read_status(job_dir) or {}
     summary = read_json(job_dir / "summary.json") or {}
     result.returncode, result.seconds, result.log_tail = rc, round(seconds, 2), tail[-20:]
     result.val_loss, result.val_bpb = summary.get("val_loss"), summary.get("val_bpb")
@@ -96,28 +104,51 @@ def write_summary(sweep_dir: Path, results: list[JobResult]) -> Path:
     counts: dict[str, int] = {}
     for j in ordered:
         counts[j["status"]] = counts.get(j["status"], 0) + 1
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"sweep_dir": str(sweep_dir), "counts": counts, "jobs": ordered}, indent=2))
-    tmp.replace(path)
-    return path
+    return write_json(path, {"sweep_dir": str(sweep_dir), "counts": counts, "jobs": ordered})
 
 
-def remember(sweep_dir: Path, results: list[JobResult]) -> None:
-    SESSION.setdefault(str(sweep_dir), {}).update({r.num: r for r in results})
+def report_to_session(sweep_dir: str | Path | None, results: Sequence[JobResult] = (),
+                      plan_errors: Sequence[str] = ()) -> None:
+    """Append one batch's outcome to the session file of ``decoderlab-train`` (none named: nothing to do)."""
+    path = os.environ.get(SESSION_ENV)
+    if not path:
+        return
+    line = {"sweep_dir": None if sweep_dir is None else str(sweep_dir), "jobs": [asdict(r) for r in results],
+            "plan_errors": list(plan_errors)}
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line, default=str) + "\n")
 
 
-def session_results() -> dict[str, list[JobResult]]:
-    return {d: [jobs[k] for k in sorted(jobs)] for d, jobs in SESSION.items()}
+@dataclass
+class Session:
+    """What one ``decoderlab-train`` process launched: each sweep's job results, the invalid points of a plan."""
+
+    sweeps: dict[str, list[JobResult]] = field(default_factory=dict)
+    plan_errors: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """1 if a plan found an invalid point or a job failed, else 0."""
+        failed = any(not j.ok for jobs in self.sweeps.values() for j in jobs)
+        return int(bool(self.plan_errors) or failed)
 
 
-def make_console() -> Any:
-    """A rich console; when output goes to a file or pipe, 160 columns rather than rich's 80 (no wrapping)."""
-    import sys
-
-    from rich.console import Console
-
-    return Console() if sys.stdout.isatty() else Console(width=160)
+def read_session(path: str | Path) -> Session:
+    """The session file's batches, merged by sweep directory and job number."""
+    merged: dict[str, dict[int, JobResult]] = {}
+    session = Session()
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return session
+    for text in lines:
+        batch = json.loads(text)
+        session.plan_errors += batch.get("plan_errors", [])
+        if batch.get("sweep_dir") and batch.get("jobs"):
+            jobs = merged.setdefault(batch["sweep_dir"], {})
+            jobs.update({j["num"]: JobResult(**j) for j in batch["jobs"]})
+    session.sweeps = {d: [jobs[k] for k in sorted(jobs)] for d, jobs in merged.items()}
+    return session
 
 
 def _fmt(x: Any) -> str:
@@ -126,9 +157,6 @@ def _fmt(x: Any) -> str:
 
 def print_summary(sweep_dir: str, results: list[JobResult], console: Any = None) -> None:
     """The per-job table: number, variant, outcome and why, figures, time."""
-    from rich.table import Table
-    from rich.text import Text
-
     out = console or make_console()
     failed = sum(not r.ok for r in results)
     title = f"sweep {sweep_dir}: {len(results) - failed} ok, {failed} failed"

@@ -31,7 +31,7 @@ ConfigStore.instance().store(group="hydra/launcher", name="decoderlab", node=Dec
 
 class DecoderlabLauncher(Launcher):
     def __init__(self, **settings: Any) -> None:
-        from decoderlab.sweep.launch import Settings
+        from decoderlab.sweep.launch import Settings  # lazy: Hydra imports every plugin at start-up
 
         self.settings = Settings(**settings)
         self.config: Any = None
@@ -41,6 +41,6 @@ class DecoderlabLauncher(Launcher):
         self.config, self.hydra_context = config, hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
-        from decoderlab.sweep.launch import launch
+        from decoderlab.sweep.launch import launch  # lazy: see __init__
 
         return launch(self.hydra_context, self.config, job_overrides, initial_job_idx, self.settings)

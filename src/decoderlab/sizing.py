@@ -1,6 +1,8 @@
-"""Parameter matching: size each variant's FFN so that all variants hold the same non-embedding parameters.
+"""Sizing a model to a parameter budget: the FFN hidden width that gives ``param_budget`` non-embedding parameters.
 
-``model.param_budget=<N>`` asks for ``N`` non-embedding parameters (:meth:`Decoder.param_counts`: everything but
+Parameter matching: size each variant's FFN so that all variants hold the same non-embedding parameters.
+
+``param_budget=<N>`` (a run-level key) asks for ``N`` non-embedding parameters (:meth:`Decoder.param_counts`: everything but
 the token table and an untied head). Attention, norms and positional tables are what they are; the FFN hidden
 width ``h`` is solved for. For a fixed architecture the non-embedding count is affine in ``h``,
 
@@ -12,7 +14,8 @@ included, and ``h = round((N - a) / b)``. The result is checked to lie within 1%
 the count by ``b``, which is under 1% of any model whose FFN is not tiny); otherwise a :class:`ConfigError` says
 why. SwiGLU vs GELU, or learned vs RoPE positions, are then compared at equal size.
 
-``param_budget`` is a field of ``ModelSchema`` (config.py).
+``param_budget`` is a run-level field of ``TrainConfig`` (config.py), not part of the model record: a checkpoint
+records the width it chose.
 """
 
 from __future__ import annotations
@@ -25,30 +28,23 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from decoderlab.errors import ConfigError
+from decoderlab.model import Decoder
 
 log = logging.getLogger("decoderlab")
-BUDGET_KEY = "model.param_budget"
+BUDGET_KEY = "param_budget"
 TOLERANCE = 0.01
 
 
 def param_budget(cfg: DictConfig) -> int | None:
-    """``model.param_budget`` as an int, or None when unset; a bad value is a :class:`ConfigError`."""
-    value = OmegaConf.select(cfg, BUDGET_KEY, default=None)
-    if value is None:
-        return None
-    try:
-        budget = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{BUDGET_KEY} must be an integer number of parameters, got {value!r}") from None
-    if budget <= 0:
+    """``param_budget`` (the schema makes it an int), or None when unset; a non-positive value is a ConfigError."""
+    budget = OmegaConf.select(cfg, BUDGET_KEY, default=None)
+    if budget is not None and budget <= 0:
         raise ConfigError(f"{BUDGET_KEY} must be positive, got {budget}")
     return budget
 
 
 def non_embedding(model_cfg: Any, vocab_size: int) -> int:
     """Non-embedding parameters of the model ``model_cfg`` describes, counted on the meta device."""
-    from decoderlab.model import Decoder
-
     try:
         with torch.device("meta"):
             return Decoder(model_cfg, vocab_size).param_counts()["non_embedding"]
@@ -89,8 +85,8 @@ def fit_ffn_hidden(model_cfg: Any, vocab_size: int, budget: int) -> tuple[Any, i
     return sized, hidden, count
 
 
-def model_config(cfg: DictConfig, vocab_size: int) -> Any:
-    """The typed model config of a run; with ``model.param_budget`` its FFN width is sized to the budget."""
+def build_model_config(cfg: DictConfig, vocab_size: int) -> Any:
+    """The typed model config a run builds its model from; with ``param_budget`` its FFN width sized to it."""
     budget = param_budget(cfg)
     model_cfg = OmegaConf.to_object(cfg.model)
     if budget is None:
@@ -102,7 +98,7 @@ def model_config(cfg: DictConfig, vocab_size: int) -> Any:
 
 
 def ffn_hidden(model: torch.nn.Module) -> int | None:
-    """The FFN hidden width a built model has (what ``model.param_budget`` chose), for its summary."""
+    """The FFN hidden width a built model has (what ``param_budget`` chose), for its summary."""
     blocks = getattr(model, "blocks", None)
     proj = getattr(getattr(blocks[0], "ffn", None), "proj", None) if blocks else None
     return getattr(proj, "in_features", None)

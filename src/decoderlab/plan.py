@@ -1,4 +1,4 @@
-"""The plan of a run or sweep, before anything trains: parameters, FLOPs per token, memory.
+"""The plan of a run or sweep, before anything trains: parameters, FLOPs per token, memory (``--plan``).
 
 Formulas (fp32 training with AdamW; ``d`` = d_model, ``L`` = n_layers, ``T`` = block_size, ``V`` = vocab_size,
 ``B`` = data.batch_size, ``N`` = non-embedding parameters, ``P`` = all parameters, tied weights once):
@@ -20,14 +20,30 @@ Formulas (fp32 training with AdamW; ``d`` = d_model, ``L`` = n_layers, ``T`` = b
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from rich.table import Table
+from rich.text import Text
 from torch import nn
 
+from decoderlab.components.tokenizers import TOKENIZERS
+from decoderlab.config import validate
+from decoderlab.data import CORPORA, prepare
 from decoderlab.errors import UserError
+from decoderlab.model import Decoder
+from decoderlab.report import make_console
+from decoderlab.sizing import build_model_config
+
+PLAN_ENV = "DECODERLAB_PLAN"  # set by ``decoderlab-train --plan``: plan, train nothing
+
+
+def plan_requested() -> bool:
+    """Whether this process runs in plan mode (``--plan``)."""
+    return os.environ.get(PLAN_ENV, "") not in ("", "0")
 
 
 @dataclass
@@ -42,7 +58,6 @@ class Estimate:
     run_flops: float
     weights_bytes: int  # weights + grads + AdamW moments
     activation_bytes: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def memory_bytes(self) -> int:
@@ -60,17 +75,14 @@ def _ffn_width(model: nn.Module) -> tuple[int, int | None]:
 
 
 def build_meta(model_cfg: Any, vocab_size: int) -> nn.Module:
-    from decoderlab.model import Decoder
-
+    """The model on PyTorch's meta device: shapes and parameter counts, no memory, no compute."""
     with torch.device("meta"):
         return Decoder(model_cfg, vocab_size)
 
 
 def estimate(cfg: DictConfig, vocab_size: int) -> Estimate:
-    """Sizes of the run ``cfg`` describes (model sized to ``model.param_budget`` when set)."""
-    from decoderlab.sweep.sizing import model_config
-
-    model_cfg = model_config(cfg, vocab_size)
+    """Sizes of the run ``cfg`` describes (model sized to ``param_budget`` when set)."""
+    model_cfg = build_model_config(cfg, vocab_size)
     try:
         model = build_meta(model_cfg, vocab_size)
     except ValueError as e:
@@ -86,7 +98,7 @@ def estimate(cfg: DictConfig, vocab_size: int) -> Estimate:
         act += s * B * L * model_cfg.n_heads * T * T
     tokens = B * T * int(cfg.trainer.accumulate_grad_batches) * int(cfg.trainer.max_steps)
     return Estimate(counts["total"], counts["embedding"], counts["non_embedding"], hidden, float(flops),
-                    float(flops) * tokens, 16 * counts["total"], act, {"tokens": tokens, "vocab_size": V})
+                    float(flops) * tokens, 16 * counts["total"], act)
 
 
 _VOCAB: dict[str, int] = {}
@@ -97,9 +109,6 @@ def vocab_size(cfg: DictConfig) -> int:
     key = json.dumps([OmegaConf.to_container(cfg.data, resolve=True),
                       OmegaConf.to_container(cfg.tokenizer, resolve=True)], sort_keys=True, default=str)
     if key not in _VOCAB:
-        from decoderlab.components.tokenizers import TOKENIZERS
-        from decoderlab.data import CORPORA, prepare
-
         tok = TOKENIZERS.build(cfg.tokenizer)
         if tok.fit_on is not None:
             tok = prepare(CORPORA.build(cfg.data), tok, int(cfg.model.block_size)).tokenizer
@@ -124,7 +133,7 @@ def human(n: float, unit: str = "") -> str:
 FORMULAS = (
     "FLOPs/token = 6*(N + d*V) + 12*L*d*T (N non-embedding params; Kaplan 2020 + PaLM attention term); "
     "memory = 16*P (fp32 weights, grads, AdamW m and v) + 4*B*T*(L*(10d + 2F) + 2V) activations "
-    "(F = FFN input width; 2 bytes/value under 16-bit precision). See decoderlab.sweep.plan."
+    "(F = FFN input width; 2 bytes/value under 16-bit precision). See decoderlab.plan."
 )
 
 
@@ -141,8 +150,6 @@ class PlanRow:
 
 def plan_row(num: int | None, label: str, cfg: DictConfig, state: str = "to run") -> PlanRow:
     """Estimate one sweep point; a user error becomes the row's error instead of an exception."""
-    from decoderlab.config import validate
-
     try:
         validate(cfg)
         return PlanRow(num, label, estimate(cfg, vocab_size(cfg)), state=state)
@@ -152,11 +159,6 @@ def plan_row(num: int | None, label: str, cfg: DictConfig, state: str = "to run"
 
 def print_plan(rows: list[PlanRow], console: Any = None) -> None:
     """The plan as a rich table, one row per sweep point, the formulas as its caption."""
-    from rich.table import Table
-    from rich.text import Text
-
-    from decoderlab.sweep.results import make_console
-
     console = console or make_console()
     t = Table(title=f"decoderlab plan: {len(rows)} run(s), nothing trained", title_justify="left",
               caption=FORMULAS, caption_justify="left")

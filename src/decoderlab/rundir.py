@@ -1,0 +1,110 @@
+"""The run directory: its layout, atomic file writes, ``status.json`` and the one rule for "this run is finished".
+
+A run directory holds (written by :func:`decoderlab.runner.run`)::
+
+    config.yaml        the resolved config (logger secrets left unresolved)
+    status.json        {"status": "running" | "completed" | "failed", "fingerprint": ..., "time": ..., "error"?}
+    summary.json       the figures of the finished run
+    checkpoints/       step*.ckpt and last.ckpt (see decoderlab.checkpoint)
+    tokenizer files, sample.txt, metrics of the loggers
+
+Only a ``completed`` status with the fingerprint of the same config counts as finished (:func:`is_finished`):
+every launcher (the decoderlab launcher, Hydra's in-process ones) skips a job by this one rule.
+This module is the bottom of the house: it imports nothing of decoderlab.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_FILE = "config.yaml"
+STATUS_FILE = "status.json"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+SKIP_REASON = "finished earlier with the same config"
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
+    """A binary file that replaces ``path`` only when the block ends without error: written to a temporary file in
+    the same directory, flushed, fsynced, then renamed, so a kill at any moment leaves the old file or the new one.
+    A failed write removes its temporary file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> Path:
+    """Write ``data`` (text is UTF-8 encoded) to ``path`` atomically (see :func:`atomic_open`)."""
+    with atomic_open(path) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)
+
+
+def read_json(path: str | Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when it is missing or unreadable (e.g. half-written by a kill)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """``obj`` as indented JSON, written atomically (values JSON cannot hold are written as strings)."""
+    return atomic_write(path, json.dumps(obj, indent=2, default=str))
+
+
+def write_status(run_dir: str | Path, status: str, **extra: Any) -> None:
+    """``status.json``: "running" / "completed" / "failed"; only a completed run looks like a success."""
+    write_json(Path(run_dir) / STATUS_FILE, {"status": status, "time": time.time(), **extra})
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's ``status.json``, or None (no status: not started, or a run directory from before status.json)."""
+    return read_json(Path(run_dir) / STATUS_FILE)
+
+
+def is_finished(run_dir: str | Path, fingerprint: str) -> bool:
+    """The skip rule: ``run_dir`` holds a completed run of the config whose fingerprint is ``fingerprint``."""
+    status = read_status(run_dir)
+    return bool(status) and status.get("status") == "completed" and status.get("fingerprint") == fingerprint
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """sha256 of a task config (no ``hydra`` node), resolved, as sorted YAML: what :func:`is_finished` compares."""
+    try:
+        text = OmegaConf.to_yaml(cfg, resolve=True, sort_keys=True)
+    except Exception:  # noqa: BLE001 - a broken interpolation is reported by validation, not here
+        text = OmegaConf.to_yaml(cfg, resolve=False, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def last_checkpoint(run_dir: str | Path) -> Path:
+    """Where a finished run keeps its final checkpoint."""
+    return checkpoint_dir(run_dir) / LAST_CHECKPOINT
