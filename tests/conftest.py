@@ -1,5 +1,5 @@
 """Test-wide settings: one torch thread per process (tests run in parallel), a private token cache,
-wandb offline, and helpers to run the real command-line entry points."""
+wandb offline, the one ``compose`` fixture, and helpers to run the real command-line entry points."""
 
 from __future__ import annotations
 
@@ -10,6 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+from decoderlab.config import register_schema
+from decoderlab.plugins import load_plugins
+from decoderlab.train import conf_dir
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -31,6 +39,22 @@ def tiny_corpus(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.txt"
     path.write_text("".join(lines), encoding="utf-8")
     return path
+
+
+def compose_train(overrides: list[str]) -> DictConfig:
+    """``conf/train.yaml`` composed with ``overrides``, as ``decoderlab-train`` composes it (plugins and schema
+    registered first)."""
+    load_plugins()
+    register_schema()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
+        return hydra_compose("train", overrides=overrides)
+
+
+@pytest.fixture
+def compose():  # noqa: ANN201 - a function
+    """The composer of run configs: ``compose(["model/positional=rope"])`` -> DictConfig."""
+    return compose_train
 
 
 TINY = [

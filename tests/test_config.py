@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from decoderlab.cli import all_registries
 from decoderlab.config import register_schema, validate
 from decoderlab.errors import ConfigError
 from decoderlab.runner import build_model
-from decoderlab.train import conf_dir
 
 REGISTRIES = all_registries()  # core + plugins, as the CLI sees them
 register_schema()
 OPTIONS = [(g, n) for g, r in REGISTRIES.items() for n in r.names()]
 
 
-def _compose(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
-        return compose("train", overrides=overrides)
-
-
 @pytest.mark.parametrize("group,name", OPTIONS, ids=[f"{g}={n}" for g, n in OPTIONS])
-def test_every_option_composes_and_validates(group, name):
+def test_every_option_composes_and_validates(group, name, compose):
     overrides = [f"{group}={name}"]
     if group == "data" and name == "text":
         overrides.append("data.paths=[x.txt]")
@@ -33,7 +24,7 @@ def test_every_option_composes_and_validates(group, name):
         overrides.append("tokenizer.path=tokenizer.json")  # composing does not read it (tests/test_tokenizers.py)
     if group == "tokenizer" and name == "extend":
         overrides.append("tokenizer.base=byte")
-    cfg = _compose(overrides)
+    cfg = compose(overrides)
     assert cfg[group.split("/")[0]] is not None
     validate(cfg)
     if group.startswith("model/"):
@@ -42,22 +33,22 @@ def test_every_option_composes_and_validates(group, name):
         assert model(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 32)
 
 
-def test_defaults_are_nanogpt_cpu_recipe():
-    cfg = _compose([])
+def test_defaults_are_nanogpt_cpu_recipe(compose):
+    cfg = compose([])
     assert (cfg.model.n_layers, cfg.model.n_heads, cfg.model.d_model, cfg.model.block_size) == (4, 4, 128, 64)
     assert cfg.data.batch_size == 12 and cfg.tokenizer.name == "char" and cfg.data.name == "shakespeare"
     assert set(cfg.logger) == {"csv", "wandb"}
 
 
-def test_component_field_override_is_typed():
-    cfg = _compose(["model/positional=rope", "model.positional.base=500000"])
+def test_component_field_override_is_typed(compose):
+    cfg = compose(["model/positional=rope", "model.positional.base=500000"])
     assert cfg.model.positional.base == 500000.0
     with pytest.raises(Exception, match="model.positional.base"):
-        _compose(["model/positional=rope", "model.positional.base=abc"])
+        compose(["model/positional=rope", "model.positional.base=abc"])
 
 
-def test_plus_added_unknown_keys_are_rejected_by_name():
-    cfg = _compose(["+model.n_layr=4", "+trainer.max_stepz=3", "+model.positional.foo=1"])
+def test_plus_added_unknown_keys_are_rejected_by_name(compose):
+    cfg = compose(["+model.n_layr=4", "+trainer.max_stepz=3", "+model.positional.foo=1"])
     with pytest.raises(ConfigError) as e:
         validate(cfg)
     msg = str(e.value)
@@ -65,24 +56,24 @@ def test_plus_added_unknown_keys_are_rejected_by_name():
         assert f"unknown key '{key}'" in msg
 
 
-def test_all_missing_values_reported_at_once():
-    cfg = _compose(["data=text", "model.d_model=???"])
+def test_all_missing_values_reported_at_once(compose):
+    cfg = compose(["data=text", "model.d_model=???"])
     with pytest.raises(ConfigError) as e:
         validate(cfg)
     assert "missing value(s), set them on the command line: data.paths, model.d_model" in str(e.value)
 
 
-def test_indivisible_heads_named():
-    cfg = _compose(["model.d_model=130"])
+def test_indivisible_heads_named(compose):
+    cfg = compose(["model.d_model=130"])
     with pytest.raises(ConfigError, match="model.d_model=130 must be divisible by model.n_heads=4"):
         validate(cfg)
 
 
-def test_saved_config_never_resolves_logger_secrets(monkeypatch):
+def test_saved_config_never_resolves_logger_secrets(monkeypatch, compose):
     from decoderlab.runner import saved_config
 
     monkeypatch.setenv("DECODERLAB_TEST_SECRET", "s3cr3t-value")
-    cfg = _compose(["+logger.wandb.api_key=${oc.env:DECODERLAB_TEST_SECRET}", "model.n_layers=3"])
+    cfg = compose(["+logger.wandb.api_key=${oc.env:DECODERLAB_TEST_SECRET}", "model.n_layers=3"])
     text = saved_config(cfg)
     assert "s3cr3t-value" not in text and "${oc.env:DECODERLAB_TEST_SECRET}" in text
     assert "n_layers: 3" in text  # everything else is resolved
@@ -93,6 +84,6 @@ def test_saved_config_never_resolves_logger_secrets(monkeypatch):
     ("optim.lr=0", "optim.lr must be positive, got 0.0"),
     ("seed=-1", "seed must be >= 0, got -1"),
 ])
-def test_sizes_lr_and_seed_are_checked_before_anything_divides_by_them(override, message):
+def test_sizes_lr_and_seed_are_checked_before_anything_divides_by_them(override, message, compose):
     with pytest.raises(ConfigError, match=message):
-        validate(_compose([override, "model/positional=rope"]))  # rope's check() would divide by n_heads
+        validate(compose([override, "model/positional=rope"]))  # rope's check() would divide by n_heads

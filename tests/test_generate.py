@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from conftest import run_cli
+from decoderlab.checkpoint import write_checkpoint
 from decoderlab.components import POSITIONAL
 from decoderlab.components.tokenizers import TOKENIZERS
 from decoderlab.errors import PositionRangeError, UserError
 from decoderlab.generate import generate_text, load_for_generation
 from decoderlab.model import Decoder, ModelConfig, sample_next
 from decoderlab.plugins import load_plugins
-from decoderlab.vocab import write_checkpoint
 
 load_plugins()  # every registered encoding, plugins' included
 BLOCK, VOCAB = 8, 13

@@ -67,3 +67,18 @@ def test_registration_stores_the_typed_config_in_hydra():
 def test_config_class_must_be_a_dataclass_with_name():
     with pytest.raises(TypeError, match="must be a dataclass with a 'name' field"):
         Registry("test/other").register("x", dict)
+
+
+def test_build_checks_the_object_is_an_instance_of_the_slot_base():
+    class Base:
+        pass
+
+    class Good(Base):
+        pass
+
+    reg: Registry = Registry("test/based", Base)
+    reg.register("good")(lambda cfg: Good())
+    reg.register("stray")(lambda cfg: object())
+    assert isinstance(reg.build({"name": "good"}), Good)
+    with pytest.raises(TypeError, match=r"test/based/stray .* built a object, which is not a .*Base"):
+        reg.build({"name": "stray"})

@@ -14,7 +14,7 @@ Formulas (fp32 training with AdamW; ``d`` = d_model, ``L`` = n_layers, ``T`` = b
   ``10d`` per layer counts what autograd keeps besides the FFN (norm inputs and outputs, q, k, v, attention
   output, residuals); ``2V`` the logits and their log-softmax. A fused attention kernel (SDPA) keeps no ``T x T``
   matrix; ``model.attention.impl=math`` adds ``s * B * L * n_heads * T^2``. Checked against the bytes autograd
-  actually saves (tests/test_sweep_plan.py): within 25%. Temporary buffers of the backward pass are not counted.
+  actually saves (tests/test_plan.py): within 25%. Temporary buffers of the backward pass are not counted.
 """
 
 from __future__ import annotations

@@ -83,8 +83,9 @@ def tokenizer_summary(data: Any) -> dict[str, Any]:
             **data.meta.get("tokenizer_report", {})}
 
 
-def build_model(cfg: DictConfig, vocab_size: int, tokenizer: Any) -> Decoder:
-    """The run's model: FFN sized to ``param_budget`` when set, weights from ``init_from`` when set."""
+def build_model(cfg: DictConfig, vocab_size: int, tokenizer: Any = None) -> Decoder:
+    """The run's model: FFN sized to ``param_budget`` when set, weights from ``init_from`` (which needs the run's
+    ``tokenizer``) when set."""
     model_cfg = build_model_config(cfg, vocab_size)  # typed ModelSchema
     try:
         model = Decoder(model_cfg, vocab_size)

@@ -57,11 +57,13 @@ def init_from_checkpoint(model: Decoder, path: str | Path, tokenizer: Tokenizer)
     return {"init_from": str(path), "copied_rows": old_v, "new_rows": new_v - old_v, "new_row_init": "mean"}
 
 
-def maybe_init_from(cfg: Any, model: Decoder, tokenizer: Tokenizer) -> Decoder:
+def maybe_init_from(cfg: Any, model: Decoder, tokenizer: Tokenizer | None) -> Decoder:
     """Apply the run-level ``init_from`` when the config sets it (read defensively: the key may be absent)."""
     path = OmegaConf.select(cfg, "init_from", default=None)
     if not path:
         return model
+    if tokenizer is None:
+        raise ValueError("init_from: growing or checking a vocabulary needs the run's tokenizer")
     report = init_from_checkpoint(model, path, tokenizer)
     log.info("init_from=%s: %d embedding rows copied, %d new rows initialized at the mean of the old ones",
              path, report["copied_rows"], report["new_rows"])

@@ -2,7 +2,7 @@
 
 The seed's case: an English-centric vocabulary sees a Chinese character as 2-3 byte tokens; adding the corpus's
 frequent CJK characters as single tokens shrinks the token count of Chinese text, and a model trained with the
-base tokenizer can be grown into it (``model.init_from``: old embedding rows copied, new rows initialized at the
+base tokenizer can be grown into it (``init_from``: old embedding rows copied, new rows initialized at the
 mean of the old ones, see :mod:`decoderlab.vocab`).
 
 Bases: a tokenizer file (a run or cache directory, a decoderlab record or any HF ``tokenizer.json``), or a

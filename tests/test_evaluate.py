@@ -15,12 +15,12 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import TINY, run_cli
+from decoderlab.checkpoint import bound_tokenizer, read_checkpoint, write_checkpoint
 from decoderlab.components.tokenizers import TOKENIZERS, load_tokenizer
 from decoderlab.data import CORPORA, prepare
 from decoderlab.data.cache import split_document
 from decoderlab.evaluate import evaluate_runs, score_length, write_outputs
 from decoderlab.model import Decoder, ModelConfig
-from decoderlab.vocab import bound_tokenizer, read_checkpoint, write_checkpoint
 
 TEXT = "".join(f"Line {i}: the quick brown fox jumps over the lazy dog {i % 7} times.\n" for i in range(50)) + \
     "".join(f"第{i}回 话说天下大势，分久必合，合久必分。\n" for i in range(30))

@@ -1,4 +1,4 @@
-"""Controlled comparisons: variants matched to one parameter budget, and the same data order for the same seed."""
+"""Sizing (decoderlab.sizing): variants matched to one parameter budget, and the same data order for the same seed."""
 
 from __future__ import annotations
 
@@ -10,26 +10,15 @@ import torch
 from conftest import TINY
 from decoderlab.errors import ConfigError
 from decoderlab.model import Decoder
-from decoderlab.sweep.sizing import model_config
+from decoderlab.sizing import build_model_config
 
 SMALL = ["model.n_layers=2", "model.n_heads=2", "model.d_model=64", "model.block_size=32"]
 VOCAB = 65
 
 
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from decoderlab.train import _prepare_process, conf_dir
-
-    _prepare_process()
-    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
-        return hydra_compose("train", overrides=overrides)
-
-
-def non_embedding(overrides: list[str]) -> tuple[int, int]:
+def non_embedding(compose, overrides: list[str]) -> tuple[int, int]:
     """(non-embedding parameters, FFN hidden width) of the model a config builds, on the CPU for real."""
-    model = Decoder(model_config(compose(overrides), VOCAB), VOCAB)
+    model = Decoder(build_model_config(compose(overrides), VOCAB), VOCAB)
     return model.param_counts()["non_embedding"], model.blocks[0].ffn.proj.in_features
 
 
@@ -39,33 +28,44 @@ VARIANTS = [["model/ffn=mlp", "model/positional=learned"], ["model/ffn=swiglu", 
 
 
 @pytest.mark.parametrize("budget", [60_000, 123_457])
-def test_param_budget_matches_every_variant_within_one_percent(budget: int):
-    sizes = {tuple(v): non_embedding([*SMALL, *v, f"++model.param_budget={budget}"]) for v in VARIANTS}
+def test_param_budget_matches_every_variant_within_one_percent(budget: int, compose):
+    sizes = {tuple(v): non_embedding(compose, [*SMALL, *v, f"param_budget={budget}"]) for v in VARIANTS}
     for variant, (count, _) in sizes.items():
         assert abs(count - budget) <= 0.01 * budget, (variant, count)
-    plain, _ = non_embedding([*SMALL, *VARIANTS[0]])
+    plain, _ = non_embedding(compose, [*SMALL, *VARIANTS[0]])
     assert abs(plain - budget) > 0.05 * budget  # it did size them: the unmatched model is far off the budget
     hidden = {v[0]: h for v, (_, h) in sizes.items() if v[1] == "model/positional=learned"}
     assert hidden["model/ffn=swiglu"] < hidden["model/ffn=mlp"]  # three matrices: a narrower hidden layer
 
 
-def test_without_a_budget_the_model_config_is_untouched():
+def test_without_a_budget_the_model_config_is_untouched(compose):
     cfg = compose([*SMALL, "model/ffn=swiglu"])
-    assert model_config(cfg, VOCAB).ffn.hidden is None
+    assert build_model_config(cfg, VOCAB).ffn.hidden is None
 
 
-@pytest.mark.parametrize("value, message", [(100, "too small"), ("lots", "(must be an integer|param_budget=lots)"),
-                                            (-5, "positive")])
-def test_impossible_budgets_are_clear_errors(value, message):
-    # A non-integer is caught by sizing, or by Hydra itself once config.py declares model.param_budget: int.
-    from hydra.errors import HydraException
-
-    with pytest.raises((ConfigError, HydraException), match=message) as e:
-        model_config(compose([*SMALL, f"++model.param_budget={value}"]), VOCAB)
-    assert "model.param_budget" in str(e.value)
+@pytest.mark.parametrize("value, message", [(100, "too small"), (-5, "param_budget must be positive, got -5")])
+def test_impossible_budgets_are_clear_errors(value, message, compose):
+    with pytest.raises(ConfigError, match=message) as e:
+        build_model_config(compose([*SMALL, f"param_budget={value}"]), VOCAB)
+    assert "param_budget" in str(e.value)
 
 
-def test_every_variant_sees_the_same_batches_for_the_same_seed(tmp_path: Path, tiny_corpus: Path, monkeypatch):
+def test_a_non_integer_budget_is_rejected_by_the_schema(compose):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="param_budget"):
+        compose([*SMALL, "param_budget=lots"])
+
+
+def test_the_old_model_level_budget_key_says_where_it_moved(compose):
+    from decoderlab.config import validate
+
+    with pytest.raises(ConfigError, match="'model.param_budget': it is the run-level key 'param_budget'"):
+        validate(compose(["++model.param_budget=800000"]))
+
+
+def test_every_variant_sees_the_same_batches_for_the_same_seed(tmp_path: Path, tiny_corpus: Path, monkeypatch,
+                                                               compose):
     """The batch order is a pure function of (seed, step): two different models, trained for real, are fed the
     very same token windows at every step; another seed feeds different ones."""
     from decoderlab.lit import LitDecoder
@@ -94,19 +94,18 @@ def test_every_variant_sees_the_same_batches_for_the_same_seed(tmp_path: Path, t
     assert not torch.equal(batches["a"], batches["c"])
 
 
-def test_a_budget_sized_checkpoint_rebuilds_the_trained_model():
-    """generate/eval rebuild a model from its checkpoint record alone: it must hold the solved FFN width."""
+def test_a_budget_sized_checkpoint_rebuilds_the_trained_model(tmp_path: Path, compose):
+    """generate/eval rebuild a model from its checkpoint record alone: it must hold the solved FFN width, and
+    nothing but what builds the model."""
+    from decoderlab.checkpoint import load_model, write_checkpoint
     from decoderlab.components.tokenizers import TOKENIZERS
-    from decoderlab.fit import checkpoint_record
-    from decoderlab.vocab import load_decoder
 
-    cfg = compose(["model.param_budget=800000", "model/ffn=swiglu"])
+    cfg = compose(["param_budget=800000", "model/ffn=swiglu"])
     tok = TOKENIZERS.build({"name": "byte"})
-    model = Decoder(model_config(cfg, tok.vocab_size), tok.vocab_size)
+    model = Decoder(build_model_config(cfg, tok.vocab_size), tok.vocab_size)
     assert model.cfg.ffn.hidden not in (None, 341)  # solved, not the default 2/3 rule
-    ckpt = {"decoderlab": checkpoint_record(model, tok),
-            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}
-    rebuilt, _ = load_decoder(ckpt, "test checkpoint")
+    rebuilt, _, record = load_model(write_checkpoint(tmp_path / "sized.ckpt", model, tok))
+    assert "param_budget" not in record["model"] and record["model"]["ffn"]["hidden"] == model.cfg.ffn.hidden
     assert rebuilt.param_counts() == model.param_counts()
     idx = torch.randint(0, 256, (1, 8))
     torch.testing.assert_close(rebuilt(idx), model.eval()(idx))

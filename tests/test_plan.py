@@ -9,17 +9,16 @@ import torch
 
 from conftest import TINY, run_cli
 from decoderlab.model import Decoder
-from decoderlab.sweep.plan import estimate
-from decoderlab.sweep.sizing import model_config
-from test_sweep_sizing import compose
+from decoderlab.plan import estimate
+from decoderlab.sizing import build_model_config
 
 SMALL = ["model.n_layers=2", "model.n_heads=2", "model.d_model=64", "model.block_size=32", "data.batch_size=2"]
 VOCAB = 65
 
 
-def test_flops_and_weight_memory_follow_the_stated_formulas():
+def test_flops_and_weight_memory_follow_the_stated_formulas(compose):
     cfg = compose([*SMALL, "model/ffn=swiglu", "trainer.max_steps=10", "trainer.accumulate_grad_batches=3"])
-    model = Decoder(model_config(cfg, VOCAB), VOCAB)
+    model = Decoder(build_model_config(cfg, VOCAB), VOCAB)
     counts = model.param_counts()
     e = estimate(cfg, VOCAB)
     d, L, T = 64, 2, 32
@@ -50,9 +49,9 @@ def saved_activation_bytes(model: Decoder, batch: int, T: int) -> int:
 @pytest.mark.parametrize("variant", [["model/ffn=mlp", "model/positional=learned", "model/norm=layernorm"],
                                      ["model/ffn=swiglu", "model/positional=rope", "model/norm=rmsnorm"],
                                      ["model/ffn=mlp", "model/positional=t5", "model/placement=post"]])
-def test_activation_estimate_is_within_25_percent_of_what_autograd_saves(variant):
+def test_activation_estimate_is_within_25_percent_of_what_autograd_saves(variant, compose):
     cfg = compose([*SMALL, *variant])
-    model = Decoder(model_config(cfg, VOCAB), VOCAB)
+    model = Decoder(build_model_config(cfg, VOCAB), VOCAB)
     measured = saved_activation_bytes(model, batch=2, T=32)
     est = estimate(cfg, VOCAB).activation_bytes
     assert 0.75 * measured <= est <= 1.25 * measured, (est, measured)
@@ -73,7 +72,7 @@ def test_plan_prints_every_sweep_point_without_training(tmp_path: Path, tiny_cor
     budget = 4000
     sweep = tmp_path / "sweep"
     r = run_cli(["decoderlab-train", "--plan", "-m", *TINY, "logger=csv", "data=text", f"data.paths=[{tiny_corpus}]",
-                 "model/ffn=mlp,swiglu", "model.n_heads=2,3", f"++model.param_budget={budget}",
+                 "model/ffn=mlp,swiglu", "model.n_heads=2,3", f"param_budget={budget}",
                  f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     out = r.stdout + r.stderr
     assert r.returncode == 1, out  # two of the four points are invalid (16 is not divisible by 3 heads)

@@ -1,0 +1,120 @@
+"""Checkpoints (decoderlab.checkpoint): the record is exactly what builds the model, every load verifies it, a
+corrupt file is an error naming it, a failed save leaves nothing behind."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from decoderlab.checkpoint import (
+    FORMAT_VERSION,
+    atomic_save,
+    load_model,
+    newest_intact_checkpoint,
+    read_checkpoint,
+    seal,
+    write_checkpoint,
+)
+from decoderlab.components.tokenizers import TOKENIZERS
+from decoderlab.errors import UserError
+from decoderlab.model import Decoder, ModelConfig
+
+CFG = ModelConfig(n_layers=1, n_heads=2, d_model=16, block_size=8, positional={"name": "rope"})
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> tuple[Path, Decoder]:
+    torch.manual_seed(0)
+    tok = TOKENIZERS.build({"name": "byte"})
+    model = Decoder(CFG, tok.vocab_size)
+    return write_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", model, tok), model
+
+
+def _raw(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+def test_a_checkpoint_rebuilds_its_model_from_the_record_alone(saved):
+    path, model = saved
+    for where in (path, path.parent.parent):  # a checkpoint file, or its run directory
+        rebuilt, tok, record = load_model(where)
+        idx = torch.randint(0, tok.vocab_size, (2, 8))
+        torch.testing.assert_close(rebuilt(idx), model.eval()(idx))
+        assert record["format"] == FORMAT_VERSION and len(record["checksum"]) == 64
+        assert set(record["model"]) == {f for f in vars(CFG)}  # exactly the fields that build the model
+
+
+def test_changed_weights_are_a_corrupt_checkpoint_named_by_its_file(saved):
+    path, _ = saved
+    ckpt = _raw(path)
+    ckpt["state_dict"]["model.tok_emb.weight"][3, 5] += 1e-3  # one value, saved without a new checksum
+    torch.save(ckpt, path)
+    with pytest.raises(UserError, match=rf"{path}: checkpoint is corrupt"):
+        load_model(path)
+
+
+def test_a_truncated_file_is_an_error_naming_it(saved):
+    path, _ = saved
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(UserError, match=rf"cannot load checkpoint {path}"):
+        read_checkpoint(path)
+
+
+def test_an_unknown_model_field_is_an_error_naming_it(saved):
+    path, _ = saved
+    ckpt = _raw(path)
+    ckpt["decoderlab"]["model"]["n_expertz"] = 8
+    torch.save(seal(ckpt), path)
+    with pytest.raises(UserError, match=r"unknown field\(s\) n_expertz in the checkpoint's model record"):
+        load_model(path)
+
+
+def test_a_newer_format_is_refused(saved):
+    path, _ = saved
+    ckpt = _raw(path)
+    ckpt["decoderlab"]["format"] = FORMAT_VERSION + 1
+    torch.save(ckpt, path)
+    with pytest.raises(UserError, match="newer than this decoderlab reads"):
+        read_checkpoint(path)
+
+
+def test_a_checkpoint_from_before_format_versions_still_loads(saved):
+    """Records written before FORMAT_VERSION 1 carried run-level keys and no checksum."""
+    path, model = saved
+    ckpt = _raw(path)
+    record = ckpt["decoderlab"]
+    del record["format"], record["checksum"]
+    record["model"].update(init_from=None, param_budget=None)
+    torch.save(ckpt, path)
+    rebuilt, _, _ = load_model(path)
+    assert rebuilt.param_counts() == model.param_counts()
+
+
+def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary(saved):
+    path, _ = saved
+    before = path.read_bytes()
+    with pytest.raises(Exception):  # noqa: B017 - whatever torch.save raises on an unpicklable object
+        atomic_save({"state_dict": {}, "oops": lambda: None}, path)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(path.parent)) == ["last.ckpt"]
+
+
+def test_newest_intact_checkpoint_skips_corrupt_ones_with_a_warning(saved, caplog):
+    path, _ = saved
+    run = path.parent.parent
+    ckpts = path.parent
+    older, newer = ckpts / "step000003.ckpt", ckpts / "step000006.ckpt"
+    older.write_bytes(path.read_bytes())
+    newer.write_bytes(b"not a checkpoint")
+    path.write_bytes(path.read_bytes()[:100])  # last.ckpt truncated
+    for i, p in enumerate((older, newer, path)):
+        os.utime(p, (1000 + i, 1000 + i))
+    with caplog.at_level(logging.WARNING, logger="decoderlab.checkpoint"):
+        assert newest_intact_checkpoint(run) == older
+    assert "last.ckpt" in caplog.text and "step000006.ckpt" in caplog.text
+    older.unlink()
+    assert newest_intact_checkpoint(run) is None
