@@ -3,8 +3,9 @@
 Each test builds a tiny reference from its config, perturbs every parameter (so LayerNorm gains/biases are not
 the trivial 1/0), copies the weights into a decoderlab model built from components, and compares the logits of
 both in float64: max |diff| <= 1e-5. Measured: ~1e-15 for GPT-1/GPT-2 (the masks differ in form, -1e4 / min-float /
--inf, and all give exactly zero weight in float64); ~5e-7 for Llama, because both implementations build their RoPE
-cos/sin tables in float32 (HF does so by design, whatever the model dtype).
+-inf, and all give exactly zero weight in float64); ~5e-7 for Llama. decoderlab's RoPE tables are float64 here; the
+residual is HF's: its rotary embedding computes cos/sin in float32 whatever the model dtype, its RMSNorm casts
+through float32 and its eager attention takes the softmax in float32.
 """
 
 from __future__ import annotations
