@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -87,3 +89,14 @@ def test_saved_config_never_resolves_logger_secrets(monkeypatch, compose):
 def test_sizes_lr_and_seed_are_checked_before_anything_divides_by_them(override, message, compose):
     with pytest.raises(ConfigError, match=message):
         validate(compose([override, "model/positional=rope"]))  # rope's check() would divide by n_heads
+
+
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_and_validates(name, compose):
+    cfg = compose([f"+experiment={name}"])
+    validate(cfg)
+    if name.endswith("_ablation"):
+        assert cfg.param_budget == 800000 and "param_budget" not in cfg.model  # a run-level key

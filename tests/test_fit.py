@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from decoderlab.errors import ConfigError
+from decoderlab.errors import ConfigError, UserError
 from decoderlab.fit import build_loggers, wandb_offline_default
 
 
@@ -37,3 +37,22 @@ def test_a_bad_logger_keyword_is_named(tmp_path: Path):
                             "project": "p", "run_name": None})
     with pytest.raises(ConfigError, match="logger.csv: cannot create lightning.pytorch.loggers.CSVLogger"):
         build_loggers(cfg, tmp_path, {})
+
+
+def test_resume_verifies_the_checkpoint(tmp_path: Path):
+    """Lightning loads a resumed checkpoint through AtomicCheckpointIO: a corrupt one is an error naming it."""
+    import torch
+
+    from decoderlab.checkpoint import write_checkpoint
+    from decoderlab.components.tokenizers import TOKENIZERS
+    from decoderlab.fit import AtomicCheckpointIO
+    from decoderlab.model import Decoder, ModelConfig
+
+    tok = TOKENIZERS.build({"name": "byte"})
+    path = write_checkpoint(tmp_path / "last.ckpt", Decoder(ModelConfig(n_layers=1, d_model=16, n_heads=2), 256), tok)
+    assert "checksum" in AtomicCheckpointIO().load_checkpoint(path)["decoderlab"]
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["state_dict"]["model.tok_emb.weight"].zero_()
+    torch.save(ckpt, path)
+    with pytest.raises(UserError, match=rf"{path}: checkpoint is corrupt"):
+        AtomicCheckpointIO().load_checkpoint(path)
