@@ -97,8 +97,8 @@ def build_model(cfg: DictConfig, vocab_size: int, tokenizer: Any = None) -> Deco
 def run(cfg: DictConfig, out: Path, fingerprint: str | None = None) -> float | None:
     """Train one model; writes config, tokenizer, checkpoints, metrics, sample and summary to ``out``.
 
-    ``fingerprint`` (of the config before any sweep bookkeeping touched it) goes into ``status.json``: a sweep
-    re-run skips a job whose status is "completed" with the same fingerprint.
+    ``fingerprint`` (:func:`decoderlab.rundir.fingerprint` of ``cfg``, computed here when not given) goes into
+    ``status.json``: a re-run skips a job whose status is "completed" with the same fingerprint.
     """
     validate(cfg)
     fp = fingerprint or rundir.fingerprint(cfg)
