@@ -58,6 +58,12 @@ def seed_step(device: torch.device, seed: int, micro_step: int, rank: int) -> No
         torch.cuda.default_generators[device.index or 0].manual_seed(s)
 
 
+def _host(t: torch.Tensor) -> torch.Tensor:
+    """A host copy for ``self.log``: Lightning converts logged tensors with ``.item()`` after *every* batch (its
+    progress-bar metrics), a device sync per step unless the stored value already lives on the CPU."""
+    return t.detach().to("cpu", copy=True)
+
+
 class LitDecoder(L.LightningModule):
     """Trains a :class:`Decoder`; logs train loss, lr, grad norm, tokens/s every ``log_every`` steps, val loss
     and bpb. ``trainer`` carries clipping, the divergence policy and compilation (``None``: the defaults)."""
@@ -120,14 +126,15 @@ class LitDecoder(L.LightningModule):
         if loss.device.type == "cuda":
             torch.cuda.synchronize(loss.device)  # tokens/s counts finished work; the only sync of the interval
         now = time.perf_counter()
-        metrics = {"train/loss": loss.detach(), "lr": self.lr_schedulers().get_last_lr()[0],
-                   "tokens_seen": float(self.tokens_seen)}
+        host_loss = _host(loss)
+        metrics = {"train/loss": host_loss, "lr": _host(torch.tensor(self.lr_schedulers().get_last_lr()[0])),
+                   "tokens_seen": _host(torch.tensor(float(self.tokens_seen)))}
         if self.guard.mode == "skip" and self.guard.device is not None:
-            metrics["train/nonfinite_skipped"] = self.guard.skipped.float()
+            metrics["train/nonfinite_skipped"] = _host(self.guard.skipped.float())
         if self._t_last is not None:
-            metrics["train/tokens_per_s"] = self._tokens_since / (now - self._t_last)
+            metrics["train/tokens_per_s"] = torch.tensor(self._tokens_since / (now - self._t_last))
         self.log_dict(metrics, on_step=True, on_epoch=False, prog_bar=False, batch_size=batch_size)
-        self.log("loss", loss.detach(), prog_bar=True, logger=False, on_step=True, on_epoch=False)
+        self.log("loss", host_loss, prog_bar=True, logger=False, on_step=True, on_epoch=False)
         self._t_last, self._tokens_since = now, 0
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -146,7 +153,7 @@ class LitDecoder(L.LightningModule):
             for p in params:
                 p.grad = None
         if self._log_now():
-            self.log("train/grad_norm", norm, on_step=True, on_epoch=False, batch_size=1)
+            self.log("train/grad_norm", _host(norm), on_step=True, on_epoch=False, batch_size=1)
             self.guard.check(self._last_checkpoint())
 
     def on_train_end(self) -> None:
