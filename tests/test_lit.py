@@ -253,3 +253,41 @@ def test_no_device_sync_between_logging_steps_on_cuda():
                             accelerator="cuda", devices=1, callbacks=[Watch()])
         trainer.fit(lit, train_dataloaders=_loader())
     assert per_step and {s for s, n in per_step.items() if n} <= {0, 5, 10}, per_step
+
+
+@pytest.mark.slow
+def test_compile_traces_the_training_step_backward_and_reuses_the_validation_graph():
+    from functorch.compile import make_boxed_func
+    from torch._dynamo import register_backend
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs = {"forward": 0, "backward": 0}
+
+    def counting(kind):
+        def compiler(gm, example_inputs):
+            graphs[kind] += 1
+            return make_boxed_func(gm.forward)
+        return compiler
+
+    register_backend(aot_autograd(fw_compiler=counting("forward"), bw_compiler=counting("backward")),
+                     name="decoderlab_counting")
+    torch._dynamo.reset()
+    lit = _lit(cls=LitDecoder, compile=True, compile_backend="decoderlab_counting")
+    after_val: list[dict] = []
+
+    class AfterVal(L.Callback):
+        def on_validation_end(self, trainer, module):
+            after_val.append(dict(graphs))
+
+    trainer = L.Trainer(max_steps=6, val_check_interval=2, check_val_every_n_epoch=None, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu", callbacks=[AfterVal()], num_sanity_val_steps=0)
+    trainer.fit(lit, train_dataloaders=_loader(), val_dataloaders=_loader(16, 8))
+    assert after_val[0]["backward"] >= 1  # the training step ran compiled: a backward graph was traced
+    assert len(after_val) == 3 and after_val[-1] == after_val[0]  # later validations and steps reuse the graphs
+    assert all(k.startswith("model.") for k in lit.state_dict())  # the checkpoint keeps the model's own keys
+
+
+def test_the_state_dict_holds_the_model_once_under_its_own_keys():
+    lit = _lit(cls=LitDecoder)
+    assert sorted(lit.state_dict()) == sorted(f"model.{k}" for k in lit.model.state_dict())

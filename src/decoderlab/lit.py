@@ -86,7 +86,7 @@ class LitDecoder(L.LightningModule):
             SumMetric(nan_strategy="disable") for _ in range(4))
         # Compile the functions the steps call: torch.compile(model).loss would run the uncompiled module. Plain
         # functions, not modules: the state dict keeps the model's own keys.
-        self._loss_fn, self._logits_fn = model.loss, model
+        self._loss_fn, self._logits_fn = model.loss, model.__call__  # bound methods: not registered as modules
         if t.compile:
             self._loss_fn = torch.compile(model.loss, backend=t.compile_backend)
             self._logits_fn = torch.compile(model.forward, backend=t.compile_backend)
