@@ -135,9 +135,9 @@ class PoisonedLit(LitDecoder):
                                                             if p.grad is not None]).item()
 
 
-def _fit(lit: LitDecoder, steps: int, **trainer_kwargs) -> L.Trainer:
+def _fit(lit: LitDecoder, steps: int, accelerator: str = "cpu", **trainer_kwargs) -> L.Trainer:
     trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu", **trainer_kwargs)
+                        enable_model_summary=False, accelerator=accelerator, devices=1, **trainer_kwargs)
     trainer.fit(lit, train_dataloaders=_loader())
     return trainer
 
@@ -188,9 +188,10 @@ def test_a_checkpoint_with_non_finite_weights_is_never_written(tmp_path: Path):
     assert not list(tmp_path.iterdir())
 
 
-def test_bf16_mixed_with_fused_adamw_clips_the_gradients():
-    lit = _lit(fused=True, gradient_clip_val=1e-3)
-    _fit(lit, 3, precision="bf16-mixed")
+@pytest.mark.parametrize("accelerator", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_bf16_mixed_with_fused_adamw_clips_the_gradients(accelerator):
+    lit = _lit(gradient_clip_val=1e-3)  # fused by default, on CPU and CUDA
+    _fit(lit, 3, accelerator=accelerator, precision="bf16-mixed")
     assert lit.trainer.optimizers[0].defaults["fused"] is True
     assert lit.clipped_norm == pytest.approx(1e-3, rel=1e-3)  # clipped once, by the norm the guard also used
 

@@ -168,10 +168,10 @@ class LitDecoder(L.LightningModule):
         logits = self._logits_fn(x)
         nats = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), y.reshape(-1), ignore_index=-100,
                                reduction="sum")
-        counted = y[y >= 0]
+        counted = y >= 0  # a mask, not y[y >= 0]: boolean indexing is a host sync on a GPU
         self.val_nats.update(nats)
-        self.val_tokens.update(counted.numel())
-        self.val_bytes.update(self.token_bytes[counted].sum())
+        self.val_tokens.update(counted.sum())
+        self.val_bytes.update((self.token_bytes[y.clamp(min=0)] * counted).sum())
         self.val_windows.update(x.shape[0])
 
     def on_validation_epoch_end(self) -> None:
