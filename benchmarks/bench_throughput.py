@@ -129,7 +129,7 @@ def decoderlab_loop(cfg, data, steps: int) -> list[float]:
     model = build_model(cfg, data.tokenizer.vocab_size)
     dm = DecoderDataModule(data, cfg.model.block_size, cfg.data.batch_size, 64, cfg.seed)
     lit = LitDecoder(model, OmegaConf.to_object(cfg.optim), data.tokenizer.token_bytes(), steps,
-                     cfg.trainer.log_every_n_steps)
+                     cfg.trainer.log_every_n_steps, trainer=OmegaConf.to_object(cfg.trainer), seed=cfg.seed)
     clock = Clock()
     with tempfile.TemporaryDirectory() as out:
         trainer = build_trainer(cfg, Path(out), build_loggers(cfg, Path(out), {}), TrainTimer())

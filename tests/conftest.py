@@ -81,3 +81,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if report.skipped and os.environ.get("DECODERLAB_STRICT_SKIPS") == "1":
         report.outcome = "failed"
         report.longrepr = f"skipped in strict mode (DECODERLAB_STRICT_SKIPS=1): {report.longrepr}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.cuda`` tests are deselected (not skipped) on a machine without a CUDA GPU."""
+    if torch.cuda.is_available():
+        return
+    gpu = [i for i in items if i.get_closest_marker("cuda")]
+    if gpu:
+        config.hook.pytest_deselected(items=gpu)
+        items[:] = [i for i in items if not i.get_closest_marker("cuda")]

@@ -175,3 +175,48 @@ def test_resume_with_another_model_is_a_clear_error(tmp_path: Path, tiny_corpus:
     text = out.stdout + out.stderr
     assert out.returncode == 1 and "Traceback" not in text
     assert "the checkpoint was trained with different model.d_model" in " ".join(text.split())
+
+
+DIVERGE = ["logger=csv", "optim.lr=1e6", "trainer.gradient_clip_val=null", "trainer.ckpt_every_n_steps=1"]
+
+
+def _all_checkpoints_finite(run: Path) -> None:
+    ckpts = sorted((run / "checkpoints").glob("*.ckpt"))
+    assert ckpts
+    for c in ckpts:
+        state = torch.load(c, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), c
+
+
+def test_a_diverging_run_stops_failed_and_keeps_only_finite_checkpoints(tmp_path: Path, tiny_corpus: Path):
+    out, run = _train(tmp_path, "data=text", f"data.paths=[{tiny_corpus}]", *DIVERGE)
+    text = out.stdout + out.stderr
+    assert out.returncode == 1 and "Traceback" not in text
+    reason = " ".join(text.split())
+    assert "training diverged: non-finite" in reason and "(trainer.on_nonfinite=stop)" in reason
+    assert "last finite checkpoint:" in reason and "at step " in reason
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "failed" and "at step" in status["error"]
+    assert not (run / "summary.json").exists()
+    _all_checkpoints_finite(run)
+
+
+def test_skip_counts_skipped_updates_and_stops_after_n_in_a_row(tmp_path: Path, tiny_corpus: Path):
+    out, run = _train(tmp_path, "data=text", f"data.paths=[{tiny_corpus}]", *DIVERGE, "trainer.on_nonfinite=skip",
+                      "trainer.max_nonfinite_in_a_row=3", "trainer.max_steps=12")
+    reason = " ".join((out.stdout + out.stderr).split())
+    assert out.returncode == 1 and "3 non-finite updates in a row" in reason, reason[-2000:]
+    skipped = [float(r["train/nonfinite_skipped"]) for r in _metrics(run) if r.get("train/nonfinite_skipped")]
+    assert skipped and max(skipped) >= 1  # counted in the metrics as it went
+    assert json.loads((run / "status.json").read_text())["status"] == "failed"
+    _all_checkpoints_finite(run)
+
+
+def test_intermediate_validations_score_a_sample_and_the_final_one_everything(tmp_path: Path, tiny_corpus: Path):
+    out, run = _train(tmp_path, "logger=csv", "data=text", f"data.paths=[{tiny_corpus}]",
+                      "trainer.val_sample_windows=3")
+    assert out.returncode == 0, out.stderr[-3000:]
+    val = [(int(r["step"]), float(r["val/windows"]), float(r["val/loss"])) for r in _metrics(run) if r["val/loss"]]
+    assert [w for _, w, _ in val[:-1]] == [3.0] * (len(val) - 1) and len(val) >= 2  # steps 3 and 6: the sample
+    assert val[-1][:2] == (6, 8.0)  # the final validation: all 8 windows (data.val_max_windows=8)
+    assert json.loads((run / "summary.json").read_text())["val_loss"] == pytest.approx(val[-1][2])

@@ -50,7 +50,13 @@ class TrainerConfig:
     gradient_clip_val: float | None = 1.0
     accumulate_grad_batches: int = 1
     enable_progress_bar: bool = True
-    compile: bool = False  # torch.compile the model (cold compile costs ~30 s on a CPU)
+    compile: bool = False  # torch.compile the training step's model+loss and validation (cold: ~30 s on a CPU)
+    compile_backend: str = "inductor"  # torch.compile backend ("aot_eager": fast to compile, for tests)
+    on_nonfinite: str = "stop"  # non-finite loss/grad norm: "stop" (run fails) or "skip" the update
+    max_nonfinite_in_a_row: int = 5  # on_nonfinite=skip: fail after this many skipped updates in a row
+    # Intermediate validations score this fixed, evenly spaced sample of held-out windows (None: all); the
+    # final validation is always a full pass.
+    val_sample_windows: int | None = 256
     ckpt_path: str | None = None  # resume from this checkpoint
     ckpt_every_n_steps: int | None = None  # None: at every validation
     extra: dict[str, Any] = field(default_factory=dict)

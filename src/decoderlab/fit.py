@@ -100,7 +100,7 @@ def build_trainer(cfg: DictConfig, out: Path, loggers: list[Any], timer: TrainTi
         max_steps=t.max_steps, val_check_interval=min(t.val_check_interval, t.max_steps),
         check_val_every_n_epoch=None, log_every_n_steps=t.log_every_n_steps, accelerator=t.accelerator,
         devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
-        gradient_clip_val=t.gradient_clip_val, accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=None, accumulate_grad_batches=t.accumulate_grad_batches,
         enable_progress_bar=t.enable_progress_bar, logger=loggers or False, callbacks=[ckpt, timer],
         plugins=[AtomicCheckpointIO()], default_root_dir=str(out), num_sanity_val_steps=0,
         use_distributed_sampler=False, enable_model_summary=False,
@@ -115,10 +115,12 @@ def build_trainer(cfg: DictConfig, out: Path, loggers: list[Any], timer: TrainTi
 def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: dict, choices: dict) -> dict:
     """Train and validate; returns the figures of the run summary."""
     extra = checkpoint_record(model, data.tokenizer)
+    # Clipping, the divergence check and compilation live in LitDecoder (Lightning's clipping refuses fused AdamW
+    # under bf16-mixed); intermediate validations score a fixed sample of windows, the final one all of them.
     lit = LitDecoder(model, OmegaConf.to_object(cfg.optim), data.tokenizer.token_bytes(), cfg.trainer.max_steps,
-                     cfg.trainer.log_every_n_steps, checkpoint_extra=extra)
-    if cfg.trainer.compile:
-        lit.model = torch.compile(model)
+                     cfg.trainer.log_every_n_steps, checkpoint_extra=extra, trainer=OmegaConf.to_object(cfg.trainer),
+                     seed=cfg.seed)
+    dm.val_sample_windows = cfg.trainer.val_sample_windows
     loggers = build_loggers(cfg, out, choices)
     timer = TrainTimer()
     trainer = build_trainer(cfg, out, loggers, timer)
@@ -131,7 +133,8 @@ def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: di
     t0 = time.perf_counter()
     trainer.fit(lit, datamodule=dm, ckpt_path=cfg.trainer.ckpt_path, weights_only=True)
     wall = time.perf_counter() - t0
-    if trainer.global_step % max(1, min(cfg.trainer.val_check_interval, cfg.trainer.max_steps)) != 0:
+    if dm.val_is_sampled() or trainer.global_step % max(1, min(cfg.trainer.val_check_interval,
+                                                                cfg.trainer.max_steps)) != 0:
         trainer.validate(lit, datamodule=dm, verbose=False, weights_only=True)  # the summary reports the final model
     last = out / "checkpoints" / "last.ckpt"
     trainer.save_checkpoint(last, weights_only=False)

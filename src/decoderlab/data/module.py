@@ -97,16 +97,32 @@ class DecoderDataModule(L.LightningDataModule):
         self.train_set = TrainWindows(data.train, block_size, batch_size, seed)
         self.val_set = ValWindows(data.val, block_size, val_max_windows)
         self.eval_batch_size = eval_batch_size
+        self.val_sample_windows: int | None = None  # set by the run (trainer.val_sample_windows)
+
+    def val_is_sampled(self) -> bool:
+        """True if validations during ``fit`` score a sample of the windows (the final one then scores all)."""
+        return bool(self.val_sample_windows) and self.val_sample_windows < len(self.val_set)
+
+    def _loader_kwargs(self) -> dict:
+        # A private generator: creating an iterator draws a seed from it, not from the global RNG, so a resume
+        # (which creates iterators at other moments) never shifts the global RNG. Pinned memory on CUDA: Lightning
+        # then copies each batch to the device with non_blocking=True.
+        cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return {"num_workers": 0, "generator": torch.Generator(), "pin_memory": cuda}
 
     def train_dataloader(self) -> DataLoader:
         # Resume: continue the pure (seed, step) stream at the restored step.
         if self.trainer is not None:
             self.train_set.start_step = self.trainer.global_step * self.trainer.accumulate_grad_batches
-        return DataLoader(self.train_set, batch_size=None, num_workers=0)
+        return DataLoader(self.train_set, batch_size=None, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader:
         # DDP: each rank scores its own windows; the summed metrics are reduced across ranks, so nothing is
         # counted twice (a DistributedSampler would pad with repeated windows).
+        # During fit (intermediate validations) a fixed, evenly spaced sample when val_sample_windows is set.
         rank, world = _distributed()
-        val = self.val_set if world == 1 else Subset(self.val_set, range(rank, len(self.val_set), world))
-        return DataLoader(val, batch_size=self.eval_batch_size, shuffle=False, num_workers=0)
+        index = range(len(self.val_set))
+        if self.val_is_sampled() and self.trainer is not None and self.trainer.state.fn == "fit":
+            index = sorted({int(i) for i in np.linspace(0, len(self.val_set) - 1, self.val_sample_windows).round()})
+        val = Subset(self.val_set, index[rank::world])
+        return DataLoader(val, batch_size=self.eval_batch_size, shuffle=False, **self._loader_kwargs())
