@@ -10,6 +10,7 @@ of workers, and at most ``2 * num_proc`` shards are in flight: memory is bounded
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import multiprocessing as mp
 import os
@@ -51,11 +52,14 @@ def split_text(text: str, rule: str, val_fraction: float) -> tuple[str, str]:
     return ("", text) if is_val_document(text, val_fraction) else (text, "")
 
 
-def encode_many(tok: Tokenizer, texts: list[str]) -> list[np.ndarray]:
-    """Ids of each text; Hugging Face tokenizers encode the whole batch in one Rust call."""
+def encode_concat(tok: Tokenizer, texts: list[str], dtype: np.dtype) -> np.ndarray:
+    """The ids of ``texts``, one after another; Hugging Face tokenizers encode the batch in one Rust call."""
+    texts = [t for t in texts if t]
     if isinstance(tok, HFTokenizer) and type(tok).encode is HFTokenizer.encode:
-        return [np.asarray(e.ids, dtype=np.int64) for e in tok.hf.encode_batch(texts, add_special_tokens=False)]
-    return [tok.encode(t) for t in texts]
+        ids = [e.ids for e in tok.hf.encode_batch(texts, add_special_tokens=False)]
+        return np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=sum(map(len, ids)))
+    parts = [tok.encode(t) for t in texts]
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
 
 @dataclass
@@ -79,15 +83,12 @@ class ShardEncoder:
     def __init__(self, tok: Tokenizer, rule: str, val_fraction: float, dtype: str):
         self.tok, self.rule, self.vf, self.dtype = tok, rule, val_fraction, np.dtype(dtype)
 
-    def _ids(self, texts: list[str]) -> np.ndarray:
-        parts = encode_many(self.tok, [t for t in texts if t])
-        return np.concatenate(parts).astype(self.dtype) if parts else np.zeros(0, self.dtype)
-
     def __call__(self, texts: list[str]) -> ShardIds:
         before = self.tok.report()
         pairs = [split_text(t, self.rule, self.vf) for t in texts]
         val_texts = [va for _, va in pairs]
-        out = ShardIds(self._ids([tr for tr, _ in pairs]), self._ids(val_texts), docs=len(texts),
+        out = ShardIds(encode_concat(self.tok, [tr for tr, _ in pairs], self.dtype),
+                       encode_concat(self.tok, val_texts, self.dtype), docs=len(texts),
                        val_docs=sum(1 for v in val_texts if v), chars=sum(map(len, texts)))
         out.text_bytes = sum(len(t.encode("utf-8")) for t in texts)
         out.val_bytes = sum(len(v.encode("utf-8")) for v in val_texts)
@@ -140,8 +141,12 @@ def encode_shards(items: Iterator[Shard], encoder: ShardEncoder, num_proc: int) 
             yield s, encoder(s.texts)
         return
     init = (encoder.tok.to_json(), encoder.rule, encoder.vf, encoder.dtype.name)
-    pool = ProcessPoolExecutor(num_proc, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=init)
+    # fork where there is one: a spawned worker would re-import torch (seconds) through the tokenizer registry.
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    pool = ProcessPoolExecutor(num_proc, mp_context=ctx, initializer=_init_worker, initargs=init)
     pending: deque[tuple[Shard, Future]] = deque()
+    saved = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # forked workers: no Rust thread pool (and no fork warning)
     try:
         for s in _chain(first, second, items):
             pending.append((Shard([], s.pos), pool.submit(_encode_in_worker, s.texts)))
@@ -153,6 +158,10 @@ def encode_shards(items: Iterator[Shard], encoder: ShardEncoder, num_proc: int) 
             yield meta, fut.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if saved is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = saved
 
 
 def _chain(first: Shard, second: Shard | None, rest: Iterator[Shard]) -> Iterator[Shard]:
