@@ -137,8 +137,8 @@ class TextFiles(Corpus):
         while True:
             chunk = stream.read(self.cfg.shard_chars)
             chunk += stream.readline(1 << 20) if chunk else b""
-            try:
-                text = decoder.decode(chunk, final=not chunk)
+            try:  # decoded whole before it is yielded: a bad byte anywhere in a piece drops the piece
+                text = decoder.decode(chunk, final=not stream.peek(1))
             except UnicodeDecodeError as e:
                 self.bad_record(str(path), f"not UTF-8 text (byte {offset + e.start}: {e.reason})")
                 return
