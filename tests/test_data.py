@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import time
 from pathlib import Path
 
 import numpy as np
@@ -129,18 +131,30 @@ def test_corpus_errors_say_what_and_how_much(tmp_path: Path):
         _prepared(bad)
 
 
-def _prepare_in_child(args: tuple[str, str]) -> str:
-    path, cache = args
+def _prepare_in_child(args: tuple) -> str:
+    """One sweep job: all start ``prepare`` together (barrier), and a build takes long enough to overlap."""
+    from decoderlab.data.tokenize import ShardEncoder
+
+    path, cache, barrier = args
+    real = ShardEncoder.__call__
+
+    def slow(self, texts):
+        time.sleep(1.0)
+        return real(self, texts)
+
+    ShardEncoder.__call__ = slow
+    barrier.wait()
     data = _prepared(Path(path), cache=Path(cache))
     return f"{data.directory}:{len(data.train)}:{len(data.val)}:{data.built}"
 
 
+@pytest.mark.slow
 def test_parallel_jobs_on_a_cold_cache_build_it_once(tiny_corpus: Path, tmp_path: Path):
     """Sweep jobs started together share one cache entry: one builds it, the others wait and read it."""
-    import multiprocessing as mp
-
-    with mp.get_context("spawn").Pool(3) as pool:
-        results = pool.map(_prepare_in_child, [(str(tiny_corpus), str(tmp_path))] * 3)
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager, ctx.Pool(3) as pool:
+        barrier = manager.Barrier(3)
+        results = pool.map(_prepare_in_child, [(str(tiny_corpus), str(tmp_path), barrier)] * 3)
     assert sorted(r.split(":")[-1] for r in results) == ["False", "False", "True"]  # built once, read twice
     assert len({r.rsplit(":", 1)[0] for r in results}) == 1
     entry = Path(results[0].split(":")[0])
