@@ -13,7 +13,7 @@ from decoderlab.sweep.plan import estimate
 from decoderlab.sweep.sizing import model_config
 from test_sweep_sizing import compose
 
-SMALL = ["model.n_layers=2", "model.n_heads=2", "model.d_model=64", "model.block_size=32", "data.batch_size=2"]
+SMALL = ["model.n_layers=2", "model.n_heads=2", "model.d_model=64", "model.block_size=32", "loader.batch_size=2"]
 VOCAB = 65
 
 

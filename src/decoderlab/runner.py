@@ -55,7 +55,7 @@ def build_data(cfg: DictConfig) -> tuple[Any, Any]:
     tokenizer = TOKENIZERS.build(cfg.tokenizer)
     data = prepare(corpus, tokenizer, cfg.model.block_size)
     dm = DecoderDataModule(
-        data, cfg.model.block_size, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.seed, cfg.data.val_max_windows
+        data, cfg.model.block_size, cfg.loader.batch_size, cfg.loader.eval_batch_size, cfg.seed, cfg.loader.val_max_windows
     )
     return data, dm
 

@@ -44,9 +44,6 @@ class DataConfig(ComponentConfig):
 
     val_fraction: float = 0.1  # share of the text (tail rule) or of the documents (document rule) held out
     holdout: str = "auto"  # auto | tail | document; auto takes the corpus's own rule (Corpus.holdout_rule)
-    batch_size: int = 12
-    eval_batch_size: int = 64
-    val_max_windows: int | None = None  # evaluate on at most this many evenly spaced windows; None: all
     cache_dir: str | None = None  # None: $DECODERLAB_CACHE or ~/.cache/decoderlab
     sample_prompt: str = "\n"
     num_proc: int | None = None  # tokenizer worker processes; None: all cores (one shard: tokenized in-process)
