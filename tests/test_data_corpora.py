@@ -216,3 +216,21 @@ def test_paths_take_folders_and_globs_in_order(tmp_path: Path):
         build(text_data([str(tmp_path / "nothing-*.jsonl")], tmp_path))
     with pytest.raises(DataError, match="unsupported file type"):
         build(text_data([tmp_path / "corpus" / "README.md"], tmp_path))
+
+
+@pytest.mark.slow
+def test_training_on_a_folder_of_jsonl_records_the_holdout_rule(tmp_path: Path):
+    """The README command: ``data=text data.paths=[folder]`` trains, and the run's summary names the rule."""
+    from conftest import TINY, run_cli
+
+    (tmp_path / "corpus").mkdir()
+    docs = documents()
+    write(tmp_path / "corpus" / "a.jsonl.zst", docs[:300])
+    write(tmp_path / "corpus" / "b.parquet", docs[300:])
+    run = tmp_path / "run"
+    out = run_cli(["decoderlab-train", *TINY, "data=text", f"data.paths=[{tmp_path / 'corpus'}]", "tokenizer=byte",
+                   f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["data"]["holdout"]["rule"] == "document" and summary["data"]["n_docs"] == len(docs)
+    assert "held-out rule 'document'" in out.stderr + out.stdout

@@ -118,7 +118,8 @@ def run(cfg: DictConfig, out: Path, fingerprint: str | None = None) -> float | N
     if not result.pop("rank_zero", True):  # DDP: rank 0 alone writes the summary and prints
         return result.get("val_loss")
     summary = {"params": counts, **result, "run_dir": str(out), "choices": slot_choices(),
-               "ffn_hidden": ffn_hidden(model), "tokenizer": tokenizer_summary(data)}
+               "ffn_hidden": ffn_hidden(model), "tokenizer": tokenizer_summary(data),
+               "data": {k: data.meta.get(k) for k in ("holdout", "n_docs", "skipped_records")}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     write_status(out, "completed", fingerprint=fp)
     from decoderlab.report import print_summary

@@ -13,6 +13,7 @@ import codecs
 import glob
 import gzip
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -72,13 +73,20 @@ def _supported(path: Path) -> bool:
     return True
 
 
+def optional(module: str, what: str):
+    """Import an optional reader (the ``corpora`` extra), or say how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DataError(f"reading {what} needs the '{module}' package: pip install 'decoderlab[corpora]'") from None
+
+
 def open_binary(raw: IO[bytes], comp: str) -> IO[bytes]:
     """A decompressing binary reader over ``raw`` (``raw.tell()`` still counts compressed bytes read)."""
     if comp == ".gz":
         return gzip.GzipFile(fileobj=raw)
     if comp == ".zst":
-        import zstandard
-
+        zstandard = optional("zstandard", ".zst files")
         return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))
     return raw
 
@@ -205,9 +213,8 @@ class TextFiles(Corpus):
         return None
 
     def _parquet(self, path: Path, base: int) -> Iterator[Document]:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
+        pa = optional("pyarrow", "Parquet files")
+        pq = importlib.import_module("pyarrow.parquet")
         key, size, row = self.cfg.text_key, path.stat().st_size, 0
         try:
             pf = pq.ParquetFile(path)

@@ -17,7 +17,9 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from decoderlab.data.cache import cache_root
 from decoderlab.data.corpora import CORPORA, Corpus, DataConfig, Document, Skipped
+from decoderlab.data.files import optional
 from decoderlab.errors import DataError
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text", ".csv": "csv"}
@@ -55,8 +57,8 @@ class HFDataset(Corpus):
                 f"data.path={self.cfg.path}: no such local directory or file. data=hf reads local datasets only, "
                 f"never the Hugging Face Hub at run time: download once with "
                 f"datasets.load_dataset('{self.cfg.path}').save_to_disk('DIR') and set data.path=DIR")
-        import datasets
-
+        datasets = optional("datasets", "data=hf")
+        cache_dir = str(cache_root(self.cfg) / "hf-datasets")  # load_dataset's Arrow copy, beside our cache
         try:
             if path.is_dir() and any((path / m).is_file() for m in SAVED_MARKERS):
                 ds = datasets.load_from_disk(str(path))
@@ -64,9 +66,9 @@ class HFDataset(Corpus):
                 builder = BUILDERS.get(path.suffix.lower())
                 if builder is None:
                     raise DataError(f"data.path={path}: unsupported file type (use {sorted(BUILDERS)})")
-                ds = datasets.load_dataset(builder, data_files=str(path))
+                ds = datasets.load_dataset(builder, data_files=str(path), cache_dir=cache_dir)
             else:
-                ds = datasets.load_dataset(str(path))
+                ds = datasets.load_dataset(str(path), cache_dir=cache_dir)
         except (FileNotFoundError, ValueError, datasets.exceptions.DatasetGenerationError) as e:
             raise DataError(f"data.path={path}: cannot load it with datasets: {e}") from None
         return self._pick(ds, path)
