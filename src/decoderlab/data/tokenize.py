@@ -86,12 +86,13 @@ class ShardEncoder:
     def __call__(self, texts: list[str]) -> ShardIds:
         before = self.tok.report()
         pairs = [split_text(t, self.rule, self.vf) for t in texts]
+        n_bytes = [len(t.encode("utf-8")) for t in texts]
         val_texts = [va for _, va in pairs]
         out = ShardIds(encode_concat(self.tok, [tr for tr, _ in pairs], self.dtype),
                        encode_concat(self.tok, val_texts, self.dtype), docs=len(texts),
                        val_docs=sum(1 for v in val_texts if v), chars=sum(map(len, texts)))
-        out.text_bytes = sum(len(t.encode("utf-8")) for t in texts)
-        out.val_bytes = sum(len(v.encode("utf-8")) for v in val_texts)
+        out.text_bytes = sum(n_bytes)
+        out.val_bytes = sum(n if v is t else len(v.encode("utf-8")) for n, v, t in zip(n_bytes, val_texts, texts))
         out.val_token_bytes = int(self.tok.token_bytes()[out.val].sum())
         after = self.tok.report()
         out.report = {k: v - before.get(k, 0) for k, v in after.items() if isinstance(v, int | float)}
