@@ -116,31 +116,12 @@ def _build(corpus: Corpus, tokenizer: Tokenizer, directory: Path, rule: str) -> 
              "whole documents chosen by a hash of their text" if rule == "document" else "the tail of every document",
              cfg.val_fraction)
     _fit(corpus, tokenizer, rule)
-    report = tokenizer.report()
     dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32)
     num_proc = default_num_proc(cfg.num_proc)
-    encoder = ShardEncoder(tokenizer, rule, cfg.val_fraction, dtype.name)
-    totals = {"docs": 0, "val_docs": 0, "chars": 0, "text_bytes": 0, "val_bytes": 0, "val_token_bytes": 0}
-    rate = Rate()
     tmp = {s: directory / f".{s}.bin.{os.getpid()}.tmp" for s in ("train", "val")}
-    with open(tmp["train"], "wb") as ftrain, open(tmp["val"], "wb") as fval, progress(corpus.size_hint()) as bar:
-        task = bar.add_task("tokenizing", total=corpus.size_hint(), mb=0.0, rate=0.0, docs=0, tokens=0)
-        fval.write(np.zeros(1, dtype).tobytes())  # the context token, set once the last training token is known
-        last = np.zeros(1, dtype)
-        for shard, ids in encode_shards(corpus_shards(corpus), encoder, num_proc):
-            ftrain.write(ids.train.tobytes())
-            fval.write(ids.val.tobytes())
-            last = ids.train[-1:] if len(ids.train) else last
-            for k in totals:
-                totals[k] += getattr(ids, k)
-            for k, v in ids.report.items():
-                report[k] = report.get(k, 0) + v
-            bar.update(task, completed=shard.pos, **rate.add(ids))
-        fval.seek(0)
-        fval.write(last.tobytes())
-        for f in (ftrain, fval):
-            f.flush()
-            os.fsync(f.fileno())
+    report = tokenizer.report()  # before any encoding: the shards' changes are added to it
+    totals, rate = _tokenize(corpus, ShardEncoder(tokenizer, rule, cfg.val_fraction, dtype.name), num_proc, tmp,
+                             report)
     if totals["chars"] == 0:
         raise DataError(f"data={cfg.name}: the corpus is empty ({totals['docs']} documents, 0 characters)")
     n_train = tmp["train"].stat().st_size // dtype.itemsize
@@ -163,6 +144,32 @@ def _build(corpus: Corpus, tokenizer: Tokenizer, directory: Path, rule: str) -> 
              "tokens -> %s", cfg.name, totals["docs"], totals["text_bytes"] / 1e6, rate.seconds(),
              meta["build"]["text_mb_per_s"], num_proc, n_train, n_val, directory)
     return tokenizer, meta
+
+
+def _tokenize(corpus: Corpus, encoder: ShardEncoder, num_proc: int, tmp: dict[str, Path],
+              report: dict) -> tuple[dict, Rate]:
+    """Stream the corpus's token shards into the temporary train/val files, in order; sum their figures."""
+    totals = {"docs": 0, "val_docs": 0, "chars": 0, "text_bytes": 0, "val_bytes": 0, "val_token_bytes": 0}
+    rate, size = Rate(), corpus.size_hint()
+    with open(tmp["train"], "wb") as ftrain, open(tmp["val"], "wb") as fval, progress(size) as bar:
+        task = bar.add_task("tokenizing", total=size, mb=0.0, rate=0.0, docs=0, tokens=0)
+        last = np.zeros(1, encoder.dtype)
+        fval.write(last.tobytes())  # the context token, set once the last training token is known
+        for shard, ids in encode_shards(corpus_shards(corpus), encoder, num_proc):
+            ftrain.write(ids.train.tobytes())
+            fval.write(ids.val.tobytes())
+            last = ids.train[-1:] if len(ids.train) else last
+            for k in totals:
+                totals[k] += getattr(ids, k)
+            for k, v in ids.report.items():
+                report[k] = report.get(k, 0) + v
+            bar.update(task, completed=shard.pos, **rate.add(ids))
+        fval.seek(0)
+        fval.write(last.tobytes())
+        for f in (ftrain, fval):
+            f.flush()
+            os.fsync(f.fileno())
+    return totals, rate
 
 
 def _log_meta(cfg: DataConfig, meta: dict) -> None:
