@@ -85,7 +85,7 @@ def plain_loop(model: nn.Module, ids: np.ndarray, cfg, steps: int) -> list[float
     """A hand-written training loop; returns the duration of every step (seconds)."""
     from decoderlab.lit import lr_at, use_fused
 
-    B, T, o = cfg.data.batch_size, cfg.model.block_size, cfg.optim
+    B, T, o = cfg.loader.batch_size, cfg.model.block_size, cfg.optim
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay}, {"params": rest, "weight_decay": 0}],
@@ -127,7 +127,7 @@ def decoderlab_loop(cfg, data, steps: int) -> list[float]:
             self.ends.append(time.perf_counter())
 
     model = build_model(cfg, data.tokenizer.vocab_size)
-    dm = DecoderDataModule(data, cfg.model.block_size, cfg.data.batch_size, 64, cfg.seed)
+    dm = DecoderDataModule(data, cfg.model.block_size, cfg.loader.batch_size, 64, cfg.seed)
     lit = LitDecoder(model, OmegaConf.to_object(cfg.optim), data.tokenizer.token_bytes(), steps,
                      cfg.trainer.log_every_n_steps, trainer=OmegaConf.to_object(cfg.trainer), seed=cfg.seed)
     clock = Clock()
@@ -161,7 +161,7 @@ def bench(overrides: list[str], steps: int, warmup: int, repeats: int, with_nano
             nano = NanoGPT(data.tokenizer.vocab_size, m.d_model, m.n_layers, m.n_heads, m.block_size)
             res["nanogpt"].append(median_ms(plain_loop(nano, ids, cfg, steps), warmup))
     out = {k: statistics.median(v) for k, v in res.items() if v}
-    tokens = cfg.data.batch_size * m.block_size
+    tokens = cfg.loader.batch_size * m.block_size
     out["tokens_per_s_decoderlab"] = tokens / out["decoderlab"] * 1000
     out["ratio_plain_over_decoderlab"] = out["plain"] / out["decoderlab"]
     out["runs_ms"] = res

@@ -58,8 +58,8 @@ def compose():  # noqa: ANN201 - a function
 
 
 TINY = [
-    "model.n_layers=1", "model.n_heads=2", "model.d_model=16", "model.block_size=16", "data.batch_size=4",
-    "data.eval_batch_size=8", "data.val_max_windows=8", "trainer.max_steps=6", "trainer.val_check_interval=3",
+    "model.n_layers=1", "model.n_heads=2", "model.d_model=16", "model.block_size=16", "loader.batch_size=4",
+    "loader.eval_batch_size=8", "loader.val_max_windows=8", "trainer.max_steps=6", "trainer.val_check_interval=3",
     "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "sample.max_new_tokens=8", "threads=1",
 ]
 

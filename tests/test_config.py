@@ -22,6 +22,8 @@ def test_every_option_composes_and_validates(group, name, compose):
     overrides = [f"{group}={name}"]
     if group == "data" and name == "text":
         overrides.append("data.paths=[x.txt]")
+    if group == "data" and name == "hf":
+        overrides.append("data.path=corpus")  # composing does not read it (tests/test_data_corpora.py)
     if group == "tokenizer" and name == "pretrained":
         overrides.append("tokenizer.path=tokenizer.json")  # composing does not read it (tests/test_tokenizers.py)
     if group == "tokenizer" and name == "extend":
@@ -38,7 +40,7 @@ def test_every_option_composes_and_validates(group, name, compose):
 def test_defaults_are_nanogpt_cpu_recipe(compose):
     cfg = compose([])
     assert (cfg.model.n_layers, cfg.model.n_heads, cfg.model.d_model, cfg.model.block_size) == (4, 4, 128, 64)
-    assert cfg.data.batch_size == 12 and cfg.tokenizer.name == "char" and cfg.data.name == "shakespeare"
+    assert cfg.loader.batch_size == 12 and cfg.tokenizer.name == "char" and cfg.data.name == "shakespeare"
     assert set(cfg.logger) == {"csv", "wandb"}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import time
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +85,19 @@ def test_batch_order_is_a_pure_function_of_seed_step_rank():
     ranks = [train_batch_offsets(7, 5, 10_000, 64, 6, rank=r, world_size=2) for r in range(2)]
     both = train_batch_offsets(7, 5, 10_000, 64, 12)
     assert np.array_equal(np.concatenate(ranks), both)  # ranks split one global draw: disjoint slices
-    assert a.max() <= 10_000 - 64 - 1 + 1
+
+
+def test_windows_reach_the_last_token_and_never_past_it():
+    """A window is block_size+1 ids: starts cover 0..n-T-1 exactly (an off-by-one either way fails)."""
+    n, T = 19, 16  # starts 0, 1, 2
+    starts = np.concatenate([train_batch_offsets(0, step, n, T, 8) for step in range(50)])
+    assert set(starts.tolist()) == {0, 1, 2}
+    ids = np.arange(n)
+    windows = TrainWindows(ids, T, 8, seed=0)
+    for step in range(20):
+        x, y = windows.batch(step)
+        assert x.shape == y.shape == (8, T)
+        assert torch.equal(y, x + 1)  # consecutive ids: y is x shifted by one, never a short window
 
 
 def test_resumed_stream_equals_uninterrupted(tiny_corpus: Path):
@@ -102,7 +116,7 @@ def test_resumed_stream_equals_uninterrupted(tiny_corpus: Path):
 def test_corpus_errors_say_what_and_how_much(tmp_path: Path):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    with pytest.raises(DataError, match=r"the corpus is empty \(1 documents, 0 characters\)"):
+    with pytest.raises(DataError, match=r"empty.txt: empty shard: the file holds no text"):
         _prepared(empty)
     short = tmp_path / "short.txt"
     short.write_text("hello world\n" * 3)
@@ -113,22 +127,35 @@ def test_corpus_errors_say_what_and_how_much(tmp_path: Path):
         _prepared(tmp_path / "nope.txt")
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9".encode("latin-1"))
-    with pytest.raises(DataError, match="latin1.txt is not UTF-8"):
+    with pytest.raises(DataError, match=r"latin1.txt: not UTF-8 text \(byte 3: "):
         _prepared(bad)
 
 
-def _prepare_in_child(args: tuple[str, str]) -> str:
-    path, cache = args
+def _prepare_in_child(args: tuple) -> str:
+    """One sweep job: all start ``prepare`` together (barrier), and a build takes long enough to overlap."""
+    from decoderlab.data.tokenize import ShardEncoder
+
+    path, cache, barrier = args
+    real = ShardEncoder.__call__
+
+    def slow(self, texts):
+        time.sleep(1.0)
+        return real(self, texts)
+
+    ShardEncoder.__call__ = slow
+    barrier.wait()
     data = _prepared(Path(path), cache=Path(cache))
-    return f"{data.directory}:{len(data.train)}:{len(data.val)}"
+    return f"{data.directory}:{len(data.train)}:{len(data.val)}:{data.built}"
 
 
+@pytest.mark.slow
 def test_parallel_jobs_on_a_cold_cache_build_it_once(tiny_corpus: Path, tmp_path: Path):
     """Sweep jobs started together share one cache entry: one builds it, the others wait and read it."""
-    import multiprocessing as mp
-
-    with mp.get_context("spawn").Pool(3) as pool:
-        results = pool.map(_prepare_in_child, [(str(tiny_corpus), str(tmp_path))] * 3)
-    assert len(set(results)) == 1
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager, ctx.Pool(3) as pool:
+        barrier = manager.Barrier(3)
+        results = pool.map(_prepare_in_child, [(str(tiny_corpus), str(tmp_path), barrier)] * 3)
+    assert sorted(r.split(":")[-1] for r in results) == ["False", "False", "True"]  # built once, read twice
+    assert len({r.rsplit(":", 1)[0] for r in results}) == 1
     entry = Path(results[0].split(":")[0])
     assert sorted(p.name for p in entry.iterdir()) == ["meta.json", "tokenizer.json", "train.bin", "val.bin"]

@@ -115,7 +115,7 @@ def test_eval_scores_every_length_and_marks_what_cannot_run(tmp_path):
 def test_trained_bpe_run_is_bound_to_its_tokenizer_and_evaluates(tmp_path, tiny_corpus):
     run = tmp_path / "run"
     args = ["decoderlab-train", *TINY, "logger=csv", "data=text", f"data.paths=[{tiny_corpus}]", "tokenizer=bpe",
-            "tokenizer.vocab_size=300", "model/positional=rope", "data.val_max_windows=null", f"hydra.run.dir={run}"]
+            "tokenizer.vocab_size=300", "model/positional=rope", "loader.val_max_windows=null", f"hydra.run.dir={run}"]
     res = run_cli(args, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     from tokenizers import Tokenizer as HFTok

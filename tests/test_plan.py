@@ -12,7 +12,7 @@ from decoderlab.model import Decoder
 from decoderlab.plan import estimate
 from decoderlab.sizing import build_model_config
 
-SMALL = ["model.n_layers=2", "model.n_heads=2", "model.d_model=64", "model.block_size=32", "data.batch_size=2"]
+SMALL = ["model.n_layers=2", "model.n_heads=2", "model.d_model=64", "model.block_size=32", "loader.batch_size=2"]
 VOCAB = 65
 
 

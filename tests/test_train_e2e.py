@@ -110,7 +110,7 @@ def test_corpus_errors_give_numbers_and_a_failed_status(tmp_path: Path):
     empty.write_text("")
     short = tmp_path / "short.txt"
     short.write_text("tiny\n")
-    for path, expected in [(empty, "the corpus is empty (1 documents, 0 characters)"),
+    for path, expected in [(empty, "empty.txt: empty shard: the file holds no text"),
                            (short, "fewer than one block of model.block_size+1 = 17")]:
         out, run = _train(tmp_path, "logger=csv", "data=text", f"data.paths=[{path}]", name=path.stem)
         text = out.stdout + out.stderr

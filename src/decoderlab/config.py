@@ -89,12 +89,22 @@ class SampleConfig:
 
 
 @dataclass
+class LoaderConfig:
+    """How windows are drawn from the tokenized corpus (the corpus config says only what the corpus is)."""
+
+    batch_size: int = 12  # training windows per micro-step (per rank)
+    eval_batch_size: int = 64
+    val_max_windows: int | None = None  # evaluate on at most this many evenly spaced windows; None: all
+
+
+@dataclass
 class TrainConfig:
     """A whole run: the defaults list in ``conf/train.yaml`` fills the component slots."""
 
     model: ModelSchema = field(default_factory=ModelSchema)
     tokenizer: Any = MISSING
     data: Any = MISSING
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)

@@ -1,7 +1,7 @@
 """The plan of a run or sweep, before anything trains: parameters, FLOPs per token, memory (``--plan``).
 
 Formulas (fp32 training with AdamW; ``d`` = d_model, ``L`` = n_layers, ``T`` = block_size, ``V`` = vocab_size,
-``B`` = data.batch_size, ``N`` = non-embedding parameters, ``P`` = all parameters, tied weights once):
+``B`` = loader.batch_size, ``N`` = non-embedding parameters, ``P`` = all parameters, tied weights once):
 
 * FLOPs per trained token = ``6 * (N + d*V) + 12 * L * d * T``: 2 FLOPs per weight per token forward, 4 backward
   (Kaplan et al. 2020, https://arxiv.org/abs/2001.08361), counting the head's ``d x V`` matmul even when tied,
@@ -89,7 +89,7 @@ def estimate(cfg: DictConfig, vocab_size: int) -> Estimate:
         raise UserError(str(e)) from None
     counts = model.param_counts()
     d, L, T, V = model_cfg.d_model, model_cfg.n_layers, model_cfg.block_size, vocab_size
-    B = int(cfg.data.batch_size)
+    B = int(cfg.loader.batch_size)
     F, hidden = _ffn_width(model)
     flops = 6 * (counts["non_embedding"] + d * V) + 12 * L * d * T
     s = 2 if "16" in str(cfg.trainer.precision) else 4

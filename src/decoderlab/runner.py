@@ -62,7 +62,7 @@ def build_data(cfg: DictConfig) -> tuple[Any, Any]:
     tokenizer = TOKENIZERS.build(cfg.tokenizer)
     data = prepare(corpus, tokenizer, cfg.model.block_size)
     dm = DecoderDataModule(
-        data, cfg.model.block_size, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.seed, cfg.data.val_max_windows
+        data, cfg.model.block_size, cfg.loader.batch_size, cfg.loader.eval_batch_size, cfg.seed, cfg.loader.val_max_windows
     )
     return data, dm
 
@@ -120,7 +120,8 @@ def run(cfg: DictConfig, out: Path, fingerprint: str | None = None) -> float | N
     if not result.pop("rank_zero", True):  # DDP: rank 0 alone writes the summary and prints
         return result.get("val_loss")
     summary = {"params": counts, **result, "run_dir": str(out), "choices": slot_choices(),
-               "ffn_hidden": ffn_hidden(model), "tokenizer": tokenizer_summary(data)}
+               "ffn_hidden": ffn_hidden(model), "tokenizer": tokenizer_summary(data),
+               "data": {k: data.meta.get(k) for k in ("holdout", "n_docs", "skipped_records")}}
     rundir.write_json(out / rundir.SUMMARY_FILE, summary)
     rundir.write_status(out, "completed", fingerprint=fp)
     print_summary(summary)

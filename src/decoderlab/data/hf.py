@@ -1,0 +1,113 @@
+"""``data=hf``: a local Hugging Face ``datasets`` corpus, never downloaded at run time.
+
+``data.path`` is a directory written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``, or local data
+files (a file or folder) that ``datasets.load_dataset`` reads with its packaged builders (json, parquet, text,
+csv). Rows stream from the memory-mapped Arrow files in batches; every row is one document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING
+
+from decoderlab.data.cache import cache_root
+from decoderlab.data.corpora import CORPORA, Corpus, DataConfig, Document, Skipped
+from decoderlab.data.files import optional
+from decoderlab.errors import DataError
+
+BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text", ".csv": "csv"}
+SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+
+
+@dataclass
+class HFConfig(DataConfig):
+    path: str = MISSING  # a save_to_disk directory, or local data files / a folder of them
+    dataset_split: str = "train"  # which split of a DatasetDict
+    text_key: str = "text"  # the column holding the text
+
+
+@CORPORA.register("hf", HFConfig)
+class HFDataset(Corpus):
+    """A local Hugging Face ``datasets`` corpus: ``data=hf data.path=DIR`` (save_to_disk or data files); one row
+    per document."""
+
+    def __init__(self, cfg: HFConfig):
+        super().__init__(cfg)
+        self._ds: Any = None
+
+    def holdout_rule(self) -> str:
+        return "document"
+
+    def dataset(self) -> Any:
+        if self._ds is None:
+            self._ds = self._load()
+        return self._ds
+
+    def _load(self) -> Any:
+        path = Path(os.path.expanduser(str(self.cfg.path)))
+        if not path.exists():
+            raise DataError(
+                f"data.path={self.cfg.path}: no such local directory or file. data=hf reads local datasets only, "
+                f"never the Hugging Face Hub at run time: download once with "
+                f"datasets.load_dataset('{self.cfg.path}').save_to_disk('DIR') and set data.path=DIR")
+        datasets = optional("datasets", "data=hf")
+        cache_dir = str(cache_root(self.cfg) / "hf-datasets")  # load_dataset's Arrow copy, beside our cache
+        try:
+            if path.is_dir() and any((path / m).is_file() for m in SAVED_MARKERS):
+                ds = datasets.load_from_disk(str(path))
+            elif path.is_file():
+                builder = BUILDERS.get(path.suffix.lower())
+                if builder is None:
+                    raise DataError(f"data.path={path}: unsupported file type (use {sorted(BUILDERS)})")
+                ds = datasets.load_dataset(builder, data_files=str(path), cache_dir=cache_dir)
+            else:
+                ds = datasets.load_dataset(str(path), cache_dir=cache_dir)
+        except (FileNotFoundError, ValueError, datasets.exceptions.DatasetGenerationError) as e:
+            raise DataError(f"data.path={path}: cannot load it with datasets: {e}") from None
+        return self._pick(ds, path)
+
+    def _pick(self, ds: Any, path: Path) -> Any:
+        split, key = self.cfg.dataset_split, self.cfg.text_key
+        if isinstance(ds, dict):  # DatasetDict
+            if split not in ds:
+                raise DataError(f"data.dataset_split={split}: {path} has splits {sorted(ds)}")
+            ds = ds[split]
+        if key not in ds.column_names:
+            raise DataError(f"data.text_key={key}: {path} has columns {ds.column_names}; set data.text_key")
+        return ds.select_columns([key])
+
+    def size_hint(self) -> int | None:
+        files = [f["filename"] for f in self.dataset().cache_files]
+        return sum(os.path.getsize(f) for f in files) or None
+
+    def fingerprint(self) -> str:
+        files = [f["filename"] for f in self.dataset().cache_files]
+        if not files:
+            return super().fingerprint()
+        h = hashlib.sha256(json.dumps([self.cfg.name, self.cfg.dataset_split, self.cfg.text_key]).encode())
+        for f in files:
+            with open(f, "rb") as fh:
+                h.update(hashlib.file_digest(fh, "sha256").digest())
+        return h.hexdigest()[:16]
+
+    def documents(self) -> Iterator[Document]:
+        self.skipped = Skipped()
+        ds, key = self.dataset(), self.cfg.text_key
+        n, size, row = len(ds), self.size_hint() or 0, 0
+        if n == 0:
+            self.bad_record(str(self.cfg.path), "empty shard: no rows")
+        for batch in ds.iter(batch_size=1000):
+            for text in batch[key]:
+                where = f"{self.cfg.path} row {row}"
+                row += 1
+                if not isinstance(text, str):
+                    self.bad_record(where, f"non-string '{key}': {type(text).__name__}")
+                    continue
+                yield Document(where, text, size * row // n)
