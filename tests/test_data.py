@@ -131,4 +131,5 @@ def test_parallel_jobs_on_a_cold_cache_build_it_once(tiny_corpus: Path, tmp_path
         results = pool.map(_prepare_in_child, [(str(tiny_corpus), str(tmp_path))] * 3)
     assert len(set(results)) == 1
     entry = Path(results[0].split(":")[0])
-    assert sorted(p.name for p in entry.iterdir()) == ["meta.json", "tokenizer.json", "train.bin", "val.bin"]
+    assert sorted(p.name for p in entry.iterdir()) == ["meta.json", "tokenizer.decoderlab.json", "tokenizer.json", "train.bin",
+                                                 "val.bin"]
