@@ -103,10 +103,10 @@ def hook_panels(pe: Positional, d_model: int, n_heads: int, length: int) -> list
     return panels
 
 
-def _curve(ax: plt.Axes, y: torch.Tensor, title: str, xlabel: str) -> None:
+def _curve(ax: plt.Axes, y: torch.Tensor, title: str, xlabel: str, ylabel: str = "score") -> None:
     ax.plot(y.numpy(), lw=1.2)
     ax.axhline(0, color="grey", lw=0.5)
-    ax.set(title=title, xlabel=xlabel, ylabel="score")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
 
 
 def _identity_panel(ax: plt.Axes) -> None:
@@ -162,7 +162,8 @@ def run_panels(pe: Positional, n_heads: int, length: int) -> list[Callable[[plt.
         panels.append(lambda ax: _heatmap(ax, sim, "cosine similarity of position vectors", "position",
                                           "position"))
         near = torch.stack([sim.diagonal(d).mean() for d in range(length)])  # mean similarity at distance d
-        panels.append(lambda ax: _curve(ax, near, "mean similarity vs distance", "distance |i - j|"))
+        panels.append(lambda ax: _curve(ax, near, "mean similarity vs distance", "distance |i - j|",
+                                        "cosine similarity"))
     if pe.has_bias:
         by_dist = bias_by_distance(pe, length)
 

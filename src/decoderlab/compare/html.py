@@ -17,6 +17,8 @@ table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td .spread { display: block; color: #666; font-size: 85%; }
+.wide { overflow-x: auto; }
 tr.failed td { background: #fff0f0; }
 .status-failed { color: #b00020; font-weight: 600; }
 .status-completed { color: #137333; }
@@ -36,6 +38,15 @@ def _img(path: Path, alt: str) -> str:
            f"</figure>"
 
 
+def _cell(text: str) -> str:
+    """A mean with its spread (``± h`` or ``[min–max]``) below it in small grey type, so wide tables fit."""
+    for sep in (" ± ", " ["):
+        if sep in text:
+            value, spread = text.split(sep, 1)
+            return f'{_e(value)}<span class="spread">{_e(sep.strip() + (" " if sep == " ± " else "") + spread)}</span>'
+    return _e(text)
+
+
 def _results(variants: list[Variant], metric: str) -> str:
     table = rows(variants, metric)
     if not table:
@@ -45,10 +56,10 @@ def _results(variants: list[Variant], metric: str) -> str:
     body = []
     for v, r in zip(variants, table):
         cls = ' class="failed"' if not v.ok else ""
-        cells = "".join(f'<td class="num">{_e(r[c])}</td>' if c not in ("variant", "failed") else f"<td>{_e(r[c])}</td>"
+        cells = "".join(f'<td class="num">{_cell(r[c])}</td>' if c not in ("variant", "failed") else f"<td>{_e(r[c])}</td>"
                         for c in cols)
         body.append(f"<tr{cls}>{cells}</tr>")
-    return f'<table id="results"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return f'<div class="wide"><table id="results"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def _runs(runs: list[Run], labels: dict[int, str]) -> str:
