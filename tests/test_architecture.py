@@ -12,7 +12,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 # Console entry points: they import the library; no library module imports them.
 CLI = ("decoderlab.train", "decoderlab.generate", "decoderlab.evaluate", "decoderlab.cli", "decoderlab.plot",
-       "decoderlab.compare")
+       "decoderlab.compare", "decoderlab.export")
 # Modules a plain single run (train -> runner -> fit) or a checkpoint consumer imports: none may reach sweep/.
 SINGLE_RUN = ("decoderlab.runner", "decoderlab.fit", "decoderlab.lit", "decoderlab.checkpoint", "decoderlab.vocab",
               "decoderlab.evaluate", "decoderlab.generate", "decoderlab.compare")

@@ -15,7 +15,10 @@ import pytest
 import yaml
 
 from decoderlab.compare import build_report, main
+from decoderlab.compare.plots import band, ema
+from decoderlab.compare.runs import load
 from decoderlab.compare.stats import mean_ci, t975
+from decoderlab.compare.table import group
 
 BPB = {"learned": [2.10, 2.14, 2.12], "rope": [2.00, 2.03, 2.01]}
 
@@ -30,6 +33,7 @@ def fake_run(d: Path, positional: str, seed: int, bpb: float | None, status: str
     (d / "status.json").write_text(json.dumps({"status": status}))
     rows = [("step", "train/loss", "val/loss", "val/bpb")]
     final = bpb if bpb is not None else 3.0
+    rows += [(s, 3.0 - s / 100 + 0.05 * (s % 20 == 9), "", "") for s in range(9, 99, 10)]  # train-only rows
     rows += [(s, 2.5, final * 0.7 + (99 - s) / 200, final + (99 - s) / 100) for s in (49, 99)]
     with open(d / "metrics.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows)
@@ -87,11 +91,11 @@ def test_report_groups_by_varying_keys_with_seed_ci_and_keeps_failed_runs(sweep:
     assert "killed by SIGKILL" in md and "invalid configuration: no alibi here" in md
     runs = list(csv.DictReader(open(files["runs_csv"])))
     assert len(runs) == 8 and sum(r["status"] == "failed" for r in runs) == 2
-    for name in ("val_bpb_vs_step", "val_bpb_vs_time"):
+    for name in ("val_bpb_vs_step", "val_bpb_vs_time", "train_loss_vs_step"):
         assert files[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and files[name].stat().st_size > 5000
 
     page = files["html"].read_text()
-    assert page.count("data:image/png;base64,") == 2
+    assert page.count("data:image/png;base64,") == 3
     assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", page) and "<script" not in page
     assert "killed by SIGKILL" in page and 'id="results"' in page
 
@@ -116,7 +120,7 @@ def test_html_report_renders_in_a_headless_browser(sweep: Path, tmp_path: Path):
     assert found, dom[:2000]
     probe_data = json.loads(found.group(1).replace("&quot;", '"'))
     assert probe_data["rows"] == 3
-    assert len(probe_data["images"]) == 2 and all(w == 800 for w in probe_data["images"])  # decoded 8x4.8 in @100 dpi
+    assert len(probe_data["images"]) == 3 and all(w == 800 for w in probe_data["images"])  # decoded 8x4.8 in @100 dpi
     assert "killed by SIGKILL" in dom and "decoderlab comparison" in dom
 
 
@@ -141,3 +145,76 @@ def test_cli_writes_the_report_and_bad_input_is_a_clear_error(sweep: Path, tmp_p
     with pytest.raises(SystemExit):
         main([str(tmp_path / "empty")])
     assert "no run directories" in capsys.readouterr().err
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_metric_chooses_the_ranking(sweep: Path, tmp_path: Path):
+    by_bpb = _csv(build_report([sweep], tmp_path / "a")["csv"])
+    assert [r["variant"] for r in by_bpb] == ["model/positional=rope", "model/positional=learned",
+                                               "model/positional=alibi"]  # lower bpb first; no value last
+    md = (tmp_path / "a" / "report.md").read_text()
+    assert "ranked by val bits/byte (lower is better)" in md and "| 1 | model/positional=rope |" in md
+    assert "| - | model/positional=alibi |" in md
+    files = build_report([sweep], tmp_path / "c", metric="val_loss")
+    assert files["val_loss_vs_step"].is_file() and "val_bpb_vs_step" not in files
+    with pytest.raises(SystemExit):
+        main([str(sweep), "--metric", "nope"])
+
+
+def test_metric_higher_is_better_for_throughput(tmp_path: Path):
+    sw = tmp_path / "sw"
+    fake_run(sw / "0", "learned", 5, 2.0)  # tokens/s 1005
+    fake_run(sw / "1", "rope", 0, 2.5)  # tokens/s 1000
+    assert [r["variant"] for r in _csv(build_report([sw], tmp_path / "o", metric="tokens_per_s")["csv"])] == [
+        "model/positional=learned", "model/positional=rope"]
+    assert [r["variant"] for r in _csv(build_report([sw], tmp_path / "p", metric="val_bpb")["csv"])] == [
+        "model/positional=learned", "model/positional=rope"]
+    fake_run(sw / "2", "rope", 30, 1.0)  # tokens/s 1030 and bpb 1.0 pull rope's means ahead on both
+    assert _csv(build_report([sw], tmp_path / "q", metric="tokens_per_s")["csv"])[0]["variant"] == \
+        "model/positional=rope"
+
+
+def test_two_seeds_show_the_range_not_a_t_interval(tmp_path: Path):
+    sw = tmp_path / "sw"
+    fake_run(sw / "0", "rope", 0, 2.0)
+    fake_run(sw / "1", "rope", 1, 2.2)
+    fake_run(sw / "2", "learned", 0, 2.5)
+    files = build_report([sw], tmp_path / "o")
+    md = files["markdown"].read_text()
+    assert "2.1000 [2.0000–2.2000]" in md and "±" not in md.split("| rank")[1]
+    assert "2.5000 |" in md  # one seed: the value alone
+    row = _csv(files["csv"])[0]
+    assert (float(row["val_bpb_min"]), float(row["val_bpb_max"])) == (2.0, 2.2)
+    variants, _ = group(load([sw]))
+    _, mean, low, high = band(next(v for v in variants if "rope" in v.label), "step")
+    assert (low[-1], high[-1]) == pytest.approx((2.0, 2.2))  # the plotted band is the range too
+    three = mean_ci([2.0, 2.2, 2.1])
+    assert three.fmt(2).count("±") == 1 and three.low == pytest.approx(2.1 - three.half)
+
+
+def test_train_loss_curve_is_smoothed_and_drawn_for_short_runs(tmp_path: Path):
+    assert ema([3.0, 3.0, 3.0]) == pytest.approx([3.0, 3.0, 3.0])  # debiased: no pull toward 0
+    smooth = ema([1.0, 0.0, 1.0, 0.0])
+    assert smooth[0] == 1.0 and max(smooth[1:]) - min(smooth[1:]) < 1.0  # the zig-zag is damped
+    sw = tmp_path / "sw"
+    fake_run(sw / "0", "rope", 0, 2.0)
+    variants, _ = group(load([sw]))
+    x, mean, _, _ = band(variants[0], "step", "train_loss")
+    assert len(x) == 10 and mean[0] > mean[-1]  # every logged training loss, though only 2 validations
+
+
+def test_train_and_total_time_columns_match_the_sweep_table(sweep: Path, tmp_path: Path):
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    summary["jobs"].append({"num": 0, "dir": str(sweep / "0"), "status": "completed", "seconds": 42.5})
+    (sweep / "sweep_summary.json").write_text(json.dumps(summary))
+    files = build_report([sweep], tmp_path / "out")
+    runs = {Path(r["dir"]).name: r for r in _csv(files["runs_csv"])}
+    assert float(runs["0"]["total_seconds"]) == 42.5  # the launcher's start-to-exit time, as the sweep table
+    assert float(runs["1"]["total_seconds"]) == 10.0  # no launcher record: the run's own wall time
+    assert float(runs["0"]["train_seconds"]) == 8.0
+    md = files["markdown"].read_text()
+    assert "| train s | total s |" in md and "wall s" not in md

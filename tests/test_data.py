@@ -158,4 +158,5 @@ def test_parallel_jobs_on_a_cold_cache_build_it_once(tiny_corpus: Path, tmp_path
     assert sorted(r.split(":")[-1] for r in results) == ["False", "False", "True"]  # built once, read twice
     assert len({r.rsplit(":", 1)[0] for r in results}) == 1
     entry = Path(results[0].split(":")[0])
-    assert sorted(p.name for p in entry.iterdir()) == ["meta.json", "tokenizer.json", "train.bin", "val.bin"]
+    assert sorted(p.name for p in entry.iterdir()) == ["meta.json", "tokenizer.decoderlab.json", "tokenizer.json", "train.bin",
+                                                 "val.bin"]

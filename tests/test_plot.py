@@ -106,3 +106,111 @@ def test_rotated_score_matrix_is_one_on_the_diagonal_and_toeplitz():
     assert s.shape == (32, 32) and torch.allclose(s.diagonal(), torch.ones(32, dtype=s.dtype))
     torch.testing.assert_close(s[5:, 5:], s[:-5, :-5])  # a function of m - n: what the curve panel draws
     assert (s[1:, 0] < 1).all()
+
+
+# --- pictures of trained models: --run, captions that say initial / fixed / trained -------------------------------
+
+def _captured(monkeypatch) -> list:
+    """Figures passed to decoderlab.plot._save (title and panels readable before they are closed)."""
+    import decoderlab.plot as plot
+
+    figs, save = [], plot._save
+
+    def keep(fig, path):
+        figs.append((fig.texts[0].get_text() if fig.texts else fig._suptitle.get_text(),
+                     [im.get_array() for ax in fig.axes for im in ax.get_images()],
+                     [ln.get_ydata() for ax in fig.axes for ln in ax.get_lines()]))
+        return save(fig, path)
+
+    monkeypatch.setattr(plot, "_save", keep)
+    return figs
+
+
+def _trained_checkpoint(tmp_path: Path, positional: dict, seed: int = 3) -> Path:
+    """A checkpoint of a model whose parameters moved away from their init (what training does)."""
+    from decoderlab.components.tokenizers import TOKENIZERS
+    from decoderlab.model import Decoder, ModelConfig
+    from decoderlab.vocab import write_checkpoint
+
+    tok = TOKENIZERS.build({"name": "byte"})
+    torch.manual_seed(seed)
+    model = Decoder(ModelConfig(n_layers=1, n_heads=2, d_model=16, block_size=16, positional=positional), 256)
+    with torch.no_grad():
+        for p in model.positional.parameters():
+            p.add_(torch.randn_like(p))
+    path = write_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", model, tok)
+    ckpt = torch.load(path, weights_only=True)
+    torch.save({**ckpt, "global_step": 6}, path)  # as Lightning records it
+    return path
+
+
+@pytest.mark.parametrize("name, state", [("learned", "initial"), ("t5", "initial"), ("alibi", "fixed"),
+                                         ("rope", "fixed"), ("sinusoidal", "fixed")])
+def test_captions_say_initial_or_fixed_without_a_run(name, state, tmp_path, monkeypatch):
+    figs = _captured(monkeypatch)
+    main(["--out", str(tmp_path), *SMALL, name])
+    title = figs[0][0]
+    assert f"model/positional={name}, {state}" in title and "trained (" not in title
+
+
+def test_run_draws_the_trained_learned_table(tmp_path, monkeypatch):
+    from decoderlab.plot import cosine_similarity
+
+    ckpt = _trained_checkpoint(tmp_path, {"name": "learned"})
+    figs = _captured(monkeypatch)
+    main(["--run", str(ckpt.parent.parent), "--out", str(tmp_path / "figs")])
+    assert_png(tmp_path / "figs" / "run_positional_learned.png")
+    title, images, _ = figs[0]
+    assert "trained (" in title and "step 6" in title and "initial" not in title
+    wpe = torch.load(ckpt, weights_only=True)["state_dict"]["model.positional.wpe.weight"]
+    sim = cosine_similarity(wpe).numpy()
+    assert any(im.shape == sim.shape and abs(im - sim).max() < 1e-6 for im in images)  # the run's own table
+
+
+@pytest.mark.parametrize("positional", [{"name": "t5"}, {"name": "alibi"}])
+def test_run_draws_bias_by_distance_per_head(positional, tmp_path, monkeypatch):
+    from decoderlab.export import load_model
+    from decoderlab.plot import bias_by_distance
+
+    ckpt = _trained_checkpoint(tmp_path, positional)
+    figs = _captured(monkeypatch)
+    main(["--run", str(ckpt), "--out", str(tmp_path / "figs")])
+    _, _, lines = figs[0]
+    pe = load_model(ckpt)[0].positional
+    expected = bias_by_distance(pe, 16)  # (H, T)
+    for h in range(2):
+        assert any(len(y) == 16 and abs(y - expected[h].numpy()).max() < 1e-6 for y in lines)
+    if positional["name"] == "alibi":  # ALiBi's bias is -slope * distance: the lines' gradients are the slopes
+        from decoderlab.components.positional.alibi import alibi_slopes
+
+        slopes = torch.as_tensor(alibi_slopes(2), dtype=torch.float64)
+        torch.testing.assert_close(expected, -slopes[:, None] * torch.arange(16.0, dtype=torch.float64))
+
+
+def test_run_draws_rope_score_vs_distance(tmp_path, monkeypatch):
+    ckpt = _trained_checkpoint(tmp_path, {"name": "rope", "base": 100.0})
+    figs = _captured(monkeypatch)
+    main(["--run", str(ckpt), "--out", str(tmp_path / "figs")])
+    title, _, lines = figs[0]
+    assert "trained (" in title
+    assert lines and abs(lines[0][0] - 1.0) < 1e-9  # aligned q.k at distance 0
+
+
+def test_run_bad_path_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--run", str(tmp_path / "nope")])
+    assert e.value.code == 2 and "no such run directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_run_of_a_real_training_through_the_cli(tmp_path, monkeypatch):
+    from conftest import TINY, run_cli
+
+    run = tmp_path / "run"
+    out = run_cli(["decoderlab-train", *TINY, f"hydra.run.dir={run}", "logger=csv", "model/positional=t5"],
+                  cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    figs = _captured(monkeypatch)
+    main(["--run", str(run), "--out", str(tmp_path / "figs")])
+    assert_png(tmp_path / "figs" / "run_positional_t5.png")
+    assert "trained (" in figs[0][0] and "step 6" in figs[0][0]

@@ -238,3 +238,74 @@ def test_tokenizer_record_names_its_source_when_corrupt(tmp_path):
     with pytest.raises(UserError, match="not found"):
         load_tokenizer(tmp_path / "nope")
     assert isinstance(fitted("char", ["a"]), CharTokenizer)
+
+
+# --- Hugging Face interop: char and byte write a real tokenizer.json -------------------------------------------
+
+HF_TEXTS = [ENGLISH[:300], SAMPLES[2], "hello 世界\n", "a\r\n\tb  c", "\x00\x7f", ""]
+
+
+def hf_loaded(tok, tmp_path: Path) -> tuple[object, object]:
+    """The saved tokenizer.json loaded by `tokenizers` and by `transformers.PreTrainedTokenizerFast`."""
+    from tokenizers import Tokenizer as HFTok
+
+    transformers = pytest.importorskip("transformers")
+    path = tok.save(tmp_path)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(path), clean_up_tokenization_spaces=False)
+    return HFTok.from_file(str(path)), fast
+
+
+def assert_same_as_hf(tok, raw, fast, texts: list[str]) -> None:
+    for text in texts:
+        ids = tok.encode(text).tolist()
+        assert raw.encode(text, add_special_tokens=False).ids == ids, text
+        assert fast.encode(text, add_special_tokens=False) == ids, text
+        assert raw.decode(ids) == fast.decode(ids) == tok.decode(ids), text
+
+
+@pytest.mark.parametrize("unknown", ["error", "unk"])
+def test_char_tokenizer_json_loads_in_hf_and_matches(tmp_path, unknown):
+    """English and Chinese give the same ids and text in decoderlab, `tokenizers` and `transformers`."""
+    tok = fitted("char", [t for t in HF_TEXTS], unknown=unknown)
+    raw, fast = hf_loaded(tok, tmp_path)
+    assert raw.get_vocab_size() == tok.vocab_size
+    assert_same_as_hf(tok, raw, fast, HF_TEXTS)
+    assert load_tokenizer(tmp_path).fingerprint() == tok.fingerprint()  # the full record is kept beside it
+
+
+def test_char_unk_mode_maps_unknown_characters_like_hf(tmp_path):
+    tok = fitted("char", ["abc<"], unknown="unk")
+    raw, fast = hf_loaded(tok, tmp_path)
+    texts = ["a龘b", "猫<unk>c", "😀"]  # unseen CJK, the literal "<unk>" text, a non-BMP character
+    assert_same_as_hf(tok, raw, fast, texts)
+    assert tok.encode("a龘b").tolist()[1] == 0 and raw.decode([0]) == "<unk>"
+
+
+def test_char_error_mode_refuses_unknown_in_hf_too(tmp_path):
+    tok = fitted("char", ["abc"])
+    raw, _ = hf_loaded(tok, tmp_path)
+    with pytest.raises(DataError):
+        tok.encode("龘")
+    with pytest.raises(Exception, match="UNK"):
+        raw.encode("龘")
+
+
+def test_byte_tokenizer_json_matches_on_every_byte_value(tmp_path):
+    tok = fitted("byte", [])
+    raw, fast = hf_loaded(tok, tmp_path)
+    assert raw.get_vocab_size() == 256
+    assert_same_as_hf(tok, raw, fast, HF_TEXTS + ["emoji 😀 é ñ 𝔘"])
+    for b in range(256):  # alone (invalid UTF-8 bytes decode to U+FFFD, as bytes.decode(errors="replace"))
+        assert raw.decode([b]) == fast.decode([b]) == tok.decode([b]), b
+    every = list(range(256)) + list(range(255, -1, -1))
+    assert raw.decode(every) == tok.decode(every)
+
+
+def test_hf_export_keeps_fingerprints(tmp_path):
+    """The tokenizer.json format changed, not the ids: fingerprints equal those of earlier releases."""
+    char = fitted("char", ["ab我"], unknown="unk")
+    assert char.fingerprint() == "8f42bb7f83bfda15"
+    assert fitted("byte", []).fingerprint() == "1e4646ca88fd3209"
+    char.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer.decoderlab.json", "tokenizer.json"]
+    assert load_tokenizer(tmp_path / "tokenizer.decoderlab.json").fingerprint() == char.fingerprint()

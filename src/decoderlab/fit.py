@@ -125,9 +125,10 @@ def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: di
     timer = TrainTimer()
     trainer = build_trainer(cfg, out, loggers, timer)
     counts = model.param_counts()
+    hparams = {**flat, **{f"params/{k}": v for k, v in counts.items()}}
     try:
         for lg in loggers:
-            lg.log_hyperparams({**flat, **{f"params/{k}": v for k, v in counts.items()}})
+            lg.log_hyperparams(hparams)
     except TypeError as e:  # wandb.init runs here: a misspelled logger.wandb.* keyword
         raise ConfigError(f"logger: {e}") from None
     t0 = time.perf_counter()
@@ -140,6 +141,9 @@ def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: di
     trainer.save_checkpoint(last, weights_only=False)
     m = trainer.callback_metrics
     for lg in loggers:
+        if type(lg).__name__ == "TensorBoardLogger":  # its HParams view pairs the hyperparameters with final figures
+            lg.log_hyperparams(hparams, {f"hparams/{k.replace('/', '_')}": _f(m[k]) for k in ("val/loss", "val/bpb")
+                                         if k in m})
         lg.finalize("success")
     _finish_wandb(loggers)
     if not trainer.is_global_zero:

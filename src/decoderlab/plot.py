@@ -1,12 +1,18 @@
 """``decoderlab-plot``: PNG figures of what each positional encoding does (matplotlib, Agg backend).
 
     decoderlab-plot [--out DIR] [--d-model 64] [--n-heads 4] [--length 128] [names...]
+    decoderlab-plot --run RUN_DIR_or_CKPT [--out DIR]      # the positional encoding a run trained
+
 
 With no names it writes four overview figures (the sinusoidal PE matrix, RoPE's relative score against distance
 for several bases and scalings, ALiBi's bias matrices, T5's bucket matrix) and one figure per registered encoding
 (plugins included). With names, only those encodings' figures. Every encoding goes through one generic path that
 draws each hook it implements: ``embed`` as a position x dimension heatmap, ``rotate`` as the query-key score against
-distance, ``bias`` as per-head bias matrices. Components are built from their registered default config.
+distance, ``bias`` as per-head bias matrices. Components are built from their registered default config, so an
+encoding with parameters (learned, t5) is drawn at its random initialization and captioned "initial"; fixed ones
+are captioned "fixed". ``--run`` draws the trained model's own encoding (captioned "trained", with the step): the
+same hooks plus, for a learned table, the cosine similarity of position vectors, and for a bias, the bias against
+distance of every head (T5's learned buckets; ALiBi's slopes are the lines' gradients).
 """
 
 from __future__ import annotations
@@ -97,10 +103,10 @@ def hook_panels(pe: Positional, d_model: int, n_heads: int, length: int) -> list
     return panels
 
 
-def _curve(ax: plt.Axes, y: torch.Tensor, title: str, xlabel: str) -> None:
+def _curve(ax: plt.Axes, y: torch.Tensor, title: str, xlabel: str, ylabel: str = "score") -> None:
     ax.plot(y.numpy(), lw=1.2)
     ax.axhline(0, color="grey", lw=0.5)
-    ax.set(title=title, xlabel=xlabel, ylabel="score")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
 
 
 def _identity_panel(ax: plt.Axes) -> None:
@@ -109,16 +115,79 @@ def _identity_panel(ax: plt.Axes) -> None:
             "the causal mask.", ha="center", va="center", fontsize=10)
 
 
-def plot_positional(name: str, out: Path, d_model: int, n_heads: int, length: int) -> Path:
+def state_label(pe: Positional, trained: str | None = None) -> str:
+    """What the figure shows: ``trained (...)``, ``initial`` (random parameters) or ``fixed`` (none to learn)."""
+    if trained:
+        return f"trained ({trained})"
+    if any(True for _ in pe.parameters()):
+        return "initial: random initialization (seed 0), not a trained model; use --run RUN_DIR for one"
+    return "fixed: no learned parameters, the same before and after training"
+
+
+def plot_positional(name: str, out: Path, d_model: int, n_heads: int, length: int, pe: Positional | None = None,
+                    trained: str | None = None) -> Path:
     """The generic figure of any registered encoding: one panel per hook it implements (or a note: none)."""
-    pe = build_positional(name, d_model, n_heads, length)
+    pe = pe if pe is not None else build_positional(name, d_model, n_heads, length)
     panels = hook_panels(pe, d_model, n_heads, length) or [_identity_panel]
+    if trained:
+        panels += run_panels(pe, n_heads, length)
     fig, axes = plt.subplots(1, len(panels), figsize=(max(4.4 * len(panels), 5.5), 4.0), squeeze=False)
     for ax, draw in zip(axes[0], panels):
         draw(ax)
-    title = f"model/positional={name}: {POSITIONAL.get(name).summary}"
+    title = f"model/positional={name}, {state_label(pe, trained)}. {POSITIONAL.get(name).summary}"
     fig.suptitle(textwrap.fill(title, width=int(13 * fig.get_figwidth())), fontsize=9)
-    return _save(fig, out / f"positional_{name}.png")
+    return _save(fig, out / f"{'run_' if trained else ''}positional_{name}.png")
+
+
+def cosine_similarity(table: torch.Tensor) -> torch.Tensor:
+    """(T, T) cosine similarity of the rows of a (T, d) position table."""
+    unit = torch.nn.functional.normalize(table.double(), dim=-1)
+    return unit @ unit.T
+
+
+def bias_by_distance(pe: Positional, length: int) -> torch.Tensor:
+    """(H, length) bias of the last query to the key d positions back, d = 0..length-1 (a causal row)."""
+    pos = torch.arange(length)
+    with torch.no_grad():
+        bias = pe.bias(pos, pos)[0]  # (H, T, T)
+    return bias[:, -1].flip(-1).double()  # (H, T): index d = distance
+
+
+def run_panels(pe: Positional, n_heads: int, length: int) -> list[Callable[[plt.Axes], None]]:
+    """Extra panels of a trained encoding: table similarity (learned tables) and bias vs distance per head."""
+    panels: list[Callable[[plt.Axes], None]] = []
+    table = getattr(getattr(pe, "wpe", None), "weight", None)
+    if table is not None:
+        sim = cosine_similarity(table[:length].detach())
+        panels.append(lambda ax: _heatmap(ax, sim, "cosine similarity of position vectors", "position",
+                                          "position"))
+        near = torch.stack([sim.diagonal(d).mean() for d in range(length)])  # mean similarity at distance d
+        panels.append(lambda ax: _curve(ax, near, "mean similarity vs distance", "distance |i - j|",
+                                        "cosine similarity"))
+    if pe.has_bias:
+        by_dist = bias_by_distance(pe, length)
+
+        def draw(ax: plt.Axes) -> None:
+            for h in range(by_dist.shape[0]):
+                ax.plot(by_dist[h].numpy(), lw=1, label=f"head {h}")
+            ax.set(title="bias vs distance, every head", xlabel="distance i - j", ylabel="bias")
+            ax.legend(fontsize=7, ncol=2)
+
+        panels.append(draw)
+    return panels
+
+
+def plot_run(run: Path, out: Path) -> Path:
+    """The positional encoding of a trained run (a run directory or a checkpoint), captioned with its step."""
+    from decoderlab.checkpoint import load_model, read_checkpoint, resolve_checkpoint
+
+    model, _, _ = load_model(run)
+    step = read_checkpoint(resolve_checkpoint(run)[0]).get("global_step")
+    c = model.cfg
+    name = POSITIONAL.build_config(c.positional).name
+    label = f"{run}" + (f", step {step}" if step is not None else "")
+    out.mkdir(parents=True, exist_ok=True)
+    return plot_positional(name, out, c.d_model, c.n_heads, c.block_size, pe=model.positional, trained=label)
 
 
 def plot_sinusoidal(out: Path, d_model: int, length: int) -> Path:
@@ -204,10 +273,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--n-heads", type=int, default=4)
     parser.add_argument("--length", type=int, default=128, help="number of positions drawn")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="a run directory or checkpoint: draw its trained encoding (sizes from the run)")
     args = parser.parse_args(argv)
     from decoderlab.plugins import load_plugins
 
     load_plugins()  # plugin encodings are drawn like core ones
+    if args.run is not None:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        if args.names:
+            parser.error("--run draws the run's own encoding: give no names with it")
+        from decoderlab.errors import UserError
+
+        try:
+            plot_run(args.run, args.out)
+        except UserError as e:
+            parser.exit(2, f"decoderlab-plot: {e}\n")
+        return
     unknown = [n for n in args.names if n not in POSITIONAL]
     if unknown:
         parser.error(f"unknown model/positional {', '.join(map(repr, unknown))}. Valid names: "

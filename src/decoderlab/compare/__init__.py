@@ -2,14 +2,18 @@
 
     decoderlab-compare multirun/2026-05-01/12-00-00              # a sweep directory -> <sweep>/report/
     decoderlab-compare runs/a runs/b --out report/ --group-by choice/model/positional
+    decoderlab-compare multirun/... --metric tokens_per_s        # rank by throughput instead of val bits/byte
 
 Reads each run directory (``config.yaml``, ``.hydra/overrides.yaml``, ``status.json``, ``summary.json``,
 ``metrics.csv``; a sweep's ``sweep_summary.json``), finds the config keys that vary, groups the runs by them with
 the seed left out, and writes into ``--out``:
 
-* ``report.md`` and ``report.csv``: per variant, final val loss, val bits-per-byte, parameters, tokens/s and wall
-  time, as mean ± 95% CI over seeds (Student t); ``runs.csv``: one row per run, failed ones with their reason;
-* ``val_bpb_vs_step.png`` and ``val_bpb_vs_time.png``: one line per variant with its band over seeds;
+* ``report.md`` and ``report.csv``: per variant, ranked by ``--metric`` (default val bits-per-byte): final val loss,
+  val bits-per-byte, train loss, tokens/s, train time (in training steps) and total time (the job's start to exit,
+  as in the sweep table), parameters; mean ± 95% CI over seeds (Student t) from 3 seeds, mean [min–max] with 2;
+  ``runs.csv``: one row per run, failed ones with their reason;
+* ``val_bpb_vs_step.png``, ``val_bpb_vs_time.png`` (``val_loss_*`` with ``--metric val_loss``) and
+  ``train_loss_vs_step.png`` (EMA-smoothed): one line per variant with its band over seeds;
 * ``report.html``: all of it in one self-contained file (images inlined) that opens in any browser.
 
 Failed runs are listed as failed with their reason, never dropped.
@@ -28,38 +32,50 @@ from decoderlab.errors import UserError
 log = logging.getLogger("decoderlab.compare")
 
 
-def build_report(paths: list[Path], out: Path, group_by: list[str] | None = None) -> dict[str, Path]:
-    """Load runs under ``paths`` and write the report files into ``out``; returns them by kind."""
+def build_report(paths: list[Path], out: Path, group_by: list[str] | None = None,
+                 metric: str = "val_bpb") -> dict[str, Path]:
+    """Load runs under ``paths`` and write the report files into ``out``, variants ranked by ``metric``;
+    returns the files by kind."""
     from decoderlab.compare.html import write_html
     from decoderlab.compare.plots import write_plots
     from decoderlab.compare.runs import load
-    from decoderlab.compare.table import group, write_csv, write_markdown, write_runs_csv
+    from decoderlab.compare.table import (
+        check_metric,
+        group,
+        ranked,
+        write_csv,
+        write_markdown,
+        write_runs_csv,
+    )
 
+    check_metric(metric)
     runs = load(paths)
     variants, keys = group(runs, group_by)
+    variants = ranked(variants, metric)
     labels = {id(r): v.label for v in variants for r in v.runs}
     out.mkdir(parents=True, exist_ok=True)
     files = {"markdown": out / "report.md", "csv": out / "report.csv", "runs_csv": out / "runs.csv",
              "html": out / "report.html"}
-    write_markdown(files["markdown"], variants, keys, runs)
+    write_markdown(files["markdown"], variants, keys, runs, metric)
     write_csv(files["csv"], variants, keys)
     write_runs_csv(files["runs_csv"], runs, labels)
-    plots = write_plots(out, variants)
-    write_html(files["html"], variants, keys, runs, plots, [str(p) for p in paths], labels)
+    plots = write_plots(out, variants, metric)
+    write_html(files["html"], variants, keys, runs, plots, [str(p) for p in paths], labels, metric)
     files.update({p.stem: p for p in plots})
-    _print(variants, keys, runs)
+    _print(variants, keys, runs, metric)
     return files
 
 
-def _print(variants: list, keys: list[str], runs: list) -> None:
+def _print(variants: list, keys: list[str], runs: list, metric: str) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from decoderlab.compare.table import display_keys, rows
+    from decoderlab.compare.table import display_keys, ranked_by, rows
     from decoderlab.report import make_console
 
-    table = rows(variants)
-    t = Table(title=f"{len(runs)} runs, {len(variants)} variants (mean ± 95% CI over seeds)", title_justify="left",
+    table = rows(variants, metric)
+    t = Table(title=f"{len(runs)} runs, {len(variants)} variants, {ranked_by(metric)} (mean ± 95% CI over 3+ seeds, "
+              "[min–max] over 2)", title_justify="left",
               caption=f"varying: {', '.join(display_keys(keys)) or '(none)'}", caption_justify="left")
     for col in (table[0] if table else {}):
         t.add_column(col, overflow="fold")
@@ -74,17 +90,21 @@ def default_out(paths: list[Path]) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point ``decoderlab-compare``."""
+    from decoderlab.compare.table import RANKABLE
+
     p = argparse.ArgumentParser(prog="decoderlab-compare", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", type=Path, help="sweep directories or run directories")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <sweep>/report)")
+    p.add_argument("--metric", default="val_bpb", choices=RANKABLE,
+                   help="the figure variants are ranked by (default: val_bpb); val_loss also switches the curves")
     p.add_argument("--group-by", default=None,
                    help="comma-separated config keys defining a variant (default: every key that varies, seed aside)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = args.out or default_out(args.paths)
     try:
-        files = build_report(args.paths, out, args.group_by.split(",") if args.group_by else None)
+        files = build_report(args.paths, out, args.group_by.split(",") if args.group_by else None, args.metric)
     except UserError as e:
         from rich.console import Console
         from rich.text import Text

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from decoderlab.compare.runs import Run
-from decoderlab.compare.table import Variant, display_keys, rows
+from decoderlab.compare.table import SPREAD_NOTE, Variant, display_keys, ranked_by, rows
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
@@ -17,6 +17,8 @@ table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td .spread { display: block; color: #666; font-size: 85%; }
+.wide { overflow-x: auto; }
 tr.failed td { background: #fff0f0; }
 .status-failed { color: #b00020; font-weight: 600; }
 .status-completed { color: #137333; }
@@ -36,8 +38,17 @@ def _img(path: Path, alt: str) -> str:
            f"</figure>"
 
 
-def _results(variants: list[Variant]) -> str:
-    table = rows(variants)
+def _cell(text: str) -> str:
+    """A mean with its spread (``± h`` or ``[min–max]``) below it in small grey type, so wide tables fit."""
+    for sep in (" ± ", " ["):
+        if sep in text:
+            value, spread = text.split(sep, 1)
+            return f'{_e(value)}<span class="spread">{_e(sep.strip() + (" " if sep == " ± " else "") + spread)}</span>'
+    return _e(text)
+
+
+def _results(variants: list[Variant], metric: str) -> str:
+    table = rows(variants, metric)
     if not table:
         return "<p>No runs.</p>"
     cols = list(table[0])
@@ -45,10 +56,10 @@ def _results(variants: list[Variant]) -> str:
     body = []
     for v, r in zip(variants, table):
         cls = ' class="failed"' if not v.ok else ""
-        cells = "".join(f'<td class="num">{_e(r[c])}</td>' if c not in ("variant", "failed") else f"<td>{_e(r[c])}</td>"
+        cells = "".join(f'<td class="num">{_cell(r[c])}</td>' if c not in ("variant", "failed") else f"<td>{_e(r[c])}</td>"
                         for c in cols)
         body.append(f"<tr{cls}>{cells}</tr>")
-    return f'<table id="results"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return f'<div class="wide"><table id="results"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def _runs(runs: list[Run], labels: dict[int, str]) -> str:
@@ -65,7 +76,7 @@ def _runs(runs: list[Run], labels: dict[int, str]) -> str:
 
 
 def write_html(path: Path, variants: list[Variant], keys: list[str], runs: list[Run], plots: list[Path],
-               sources: list[str], labels: dict[int, str]) -> None:
+               sources: list[str], labels: dict[int, str], metric: str = "val_bpb") -> None:
     failed = [r for r in runs if not r.ok]
     parts = [
         "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -75,10 +86,10 @@ def write_html(path: Path, variants: list[Variant], keys: list[str], runs: list[
         f"<p>{len(runs)} runs ({len(failed)} failed) in {len(variants)} variants, from "
         f"{', '.join(f'<code>{_e(s)}</code>' for s in sources)}; generated {_e(time.strftime('%Y-%m-%d %H:%M'))}."
         f"</p><p>Varying: {', '.join(f'<code>{_e(k)}</code>' for k in display_keys(keys)) or '(none)'}; variants "
-        "are grouped by the config keys that vary, the seed left out. Values are the mean ± the 95% confidence interval over seeds "
-        "(Student t, n&minus;1 degrees of freedom).</p>",
-        "<h2>Results</h2>", _results(variants),
-        "<h2>Validation curves</h2>",
+        f"are grouped by the config keys that vary, the seed left out, and {_e(ranked_by(metric))}. "
+        f"{_e(SPREAD_NOTE)}</p>",
+        "<h2>Results</h2>", _results(variants, metric),
+        "<h2>Curves</h2>",
         *[_img(p, p.stem.replace("_", " ")) for p in plots],
         "<p>A variant without a curve has no <code>metrics.csv</code> (no CSV logger) or no completed run.</p>",
     ]

@@ -32,6 +32,8 @@ class Curve:
     val_bpb: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)  # training time at each point (see load_curve)
+    train_step: list[float] = field(default_factory=list)  # every logged training loss (raw; smoothed when drawn)
+    train_loss: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -43,14 +45,19 @@ class Run:
     overrides: list[str] | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     curve: Curve = field(default_factory=Curve)
+    launcher_seconds: float | None = None  # the job's wall time from start to exit, as the sweep table shows it
 
     @property
     def ok(self) -> bool:
         return self.status == "completed"
 
     def metric(self, name: str) -> float | None:
-        """A figure of the run summary: val_loss, val_bpb, tokens_per_s, wall_seconds, params.<kind>."""
+        """A figure of the run summary (val_loss, val_bpb, train_loss, tokens_per_s, train_seconds,
+        params.<kind>) or ``total_seconds``: the launcher's start-to-exit time, else the summary's fit wall time."""
+        if name == "total_seconds" and self.launcher_seconds is not None:
+            return self.launcher_seconds
         node: Any = self.summary
+        name = "wall_seconds" if name == "total_seconds" else name
         for part in name.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         return float(node) if isinstance(node, (int, float)) and math.isfinite(node) else None
@@ -106,7 +113,12 @@ def load_curve(run_dir: Path, summary: dict[str, Any]) -> Curve:
     if not path.is_file():
         return curve
     with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("val/bpb") not in (None, "")]
+        every = list(csv.DictReader(f))
+    for r in every:
+        if r.get("train/loss") not in (None, ""):
+            curve.train_step.append(float(r.get("step") or 0))
+            curve.train_loss.append(float(r["train/loss"]))
+    rows = [r for r in every if r.get("val/bpb") not in (None, "")]
     time_col = next((c for c in (rows[0].keys() if rows else []) if c.startswith("time/")), None)
     steps, secs = summary.get("steps"), summary.get("train_seconds")
     for r in rows:
@@ -151,6 +163,8 @@ def load_run(run_dir: Path, launcher: dict[str, Any] | None = None) -> Run:
     elif run.status == "completed" and not summary:
         run.status, run.reason = "failed", "completed status but no summary.json"
     run.curve = load_curve(run_dir, summary)
+    if launcher and isinstance(launcher.get("seconds"), (int, float)) and launcher["seconds"] > 0:
+        run.launcher_seconds = float(launcher["seconds"])
     return run
 
 

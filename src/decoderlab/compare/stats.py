@@ -1,8 +1,11 @@
-"""Mean and 95% confidence interval over seeds (Student t), with no SciPy.
+"""Mean and spread over seeds: the 95% confidence interval (Student t) from 3 seeds, the range below, no SciPy.
 
 For ``n`` values with mean ``m`` and sample standard deviation ``s`` (``n - 1`` in the denominator), the 95%
 interval is ``m ± t(0.975, n - 1) * s / sqrt(n)``. ``t`` comes from a table for 1-30 degrees of freedom and from
 Hill's (1970) expansion of the normal quantile beyond (error < 1e-4 there).
+
+With 2 seeds t(0.975, 1) = 12.7 makes the interval 9x the seeds' own difference (wider than the mean itself for
+noisy metrics): it says nothing a reader can use, so the table shows the two values' range (min–max) instead.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ _T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622
          2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555,
          2.0518, 2.0484, 2.0452, 2.0423)
 _Z975 = 1.959963984540054
+MIN_CI_N = 3  # fewer values: the range, not a t-interval
 
 
 def t975(df: int) -> float:
@@ -33,26 +37,37 @@ def t975(df: int) -> float:
 
 @dataclass(frozen=True)
 class MeanCI:
-    """Mean of ``n`` values and the half-width of its 95% interval (NaN when n < 2)."""
+    """Mean of ``n`` values, the half-width of its 95% interval (NaN when n < 2) and the values' range."""
 
     mean: float
     half: float
     n: int
+    min: float = math.nan
+    max: float = math.nan
+
+    @property
+    def uses_ci(self) -> bool:
+        """Whether the spread shown is the t-interval (3 or more values) rather than the range."""
+        return self.n >= MIN_CI_N and not math.isnan(self.half)
 
     @property
     def low(self) -> float:
-        return self.mean - self.half
+        """Lower end of the band: mean - half-width from 3 values, the minimum below (the mean for one)."""
+        return self.mean - self.half if self.uses_ci else (self.min if self.n else math.nan)
 
     @property
     def high(self) -> float:
-        return self.mean + self.half
+        return self.mean + self.half if self.uses_ci else (self.max if self.n else math.nan)
 
     def fmt(self, digits: int = 4) -> str:
+        """``m ± h`` (3+ values), ``m [min–max]`` (2), ``m`` (1), ``-`` (none)."""
         if self.n == 0 or math.isnan(self.mean):
             return "-"
-        if self.n < 2 or math.isnan(self.half):
-            return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {self.half:.{digits}f}"
+        if self.uses_ci:
+            return f"{self.mean:.{digits}f} ± {self.half:.{digits}f}"
+        if self.n == 2:
+            return f"{self.mean:.{digits}f} [{self.min:.{digits}f}–{self.max:.{digits}f}]"
+        return f"{self.mean:.{digits}f}"
 
 
 def mean_ci(values: Iterable[float | None]) -> MeanCI:
@@ -63,6 +78,6 @@ def mean_ci(values: Iterable[float | None]) -> MeanCI:
         return MeanCI(math.nan, math.nan, 0)
     m = sum(xs) / n
     if n == 1:
-        return MeanCI(m, math.nan, 1)
+        return MeanCI(m, math.nan, 1, m, m)
     s = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
-    return MeanCI(m, t975(n - 1) * s / math.sqrt(n), n)
+    return MeanCI(m, t975(n - 1) * s / math.sqrt(n), n, min(xs), max(xs))

@@ -10,12 +10,18 @@ from typing import Any
 
 from decoderlab.compare.runs import BOOKKEEPING, Run
 from decoderlab.compare.stats import MeanCI, mean_ci
+from decoderlab.errors import UserError
 from decoderlab.overrides import override_key, variant_label, varying
 
 SEED_KEYS = ("seed",)
-# (column, summary field, digits) of the results table; each is a mean ± 95% CI over the variant's seeds.
-METRICS = (("val loss", "val_loss", 4), ("val bits/byte", "val_bpb", 4), ("tokens/s", "tokens_per_s", 0),
-           ("wall s", "wall_seconds", 1))
+# (column, run figure, digits) of the results table; each is a mean and its spread over the variant's seeds.
+# Times: "train s" is the time spent in training steps; "total s" the job's wall time from start to exit (the
+# sweep table's figure; for a run outside a sweep, the time from the start of fitting to its end).
+METRICS = (("val loss", "val_loss", 4), ("val bits/byte", "val_bpb", 4), ("train loss", "train_loss", 4),
+           ("tokens/s", "tokens_per_s", 0), ("train s", "train_seconds", 1), ("total s", "total_seconds", 1))
+RANKABLE = tuple(name for _, name, _ in METRICS)
+HIGHER_IS_BETTER = ("tokens_per_s",)
+DEFAULT_METRIC = "val_bpb"
 PARAMS = (("params", "params.total"), ("non-embedding", "params.non_embedding"))
 
 
@@ -105,11 +111,28 @@ def _params(v: Variant, field_name: str) -> str:
     return f"{vals[0]:,}" if len(vals) == 1 else f"{vals[0]:,}–{vals[-1]:,}"
 
 
-def rows(variants: list[Variant]) -> list[dict[str, str]]:
-    """The results table as display strings."""
+def check_metric(metric: str) -> str:
+    if metric not in RANKABLE:
+        raise UserError(f"--metric {metric!r} is not one of {', '.join(RANKABLE)}")
+    return metric
+
+
+def ranked(variants: list[Variant], metric: str = DEFAULT_METRIC) -> list[Variant]:
+    """Variants best first by the mean of ``metric`` (lower is better, except tokens/s); those without it last."""
+    sign = -1.0 if check_metric(metric) in HIGHER_IS_BETTER else 1.0
+    scored = [(v, v.stat(metric).mean) for v in variants]
+    have = sorted((x for x in scored if not math.isnan(x[1])), key=lambda x: sign * x[1])
+    return [v for v, _ in have] + [v for v, m in scored if math.isnan(m)]
+
+
+def rows(variants: list[Variant], metric: str = DEFAULT_METRIC) -> list[dict[str, str]]:
+    """The results table as display strings, with each variant's rank by ``metric`` (variants already ranked)."""
     out = []
+    n = 0
     for v in variants:
-        row = {"variant": v.label, "seeds ok": f"{len(v.ok)}/{len(v.runs)}"}
+        has = not math.isnan(v.stat(metric).mean)
+        n += has
+        row = {"rank": str(n) if has else "-", "variant": v.label, "seeds ok": f"{len(v.ok)}/{len(v.runs)}"}
         for col, name, digits in METRICS:
             row[col] = v.stat(name).fmt(digits)
         for col, name in PARAMS:
@@ -119,13 +142,23 @@ def rows(variants: list[Variant]) -> list[dict[str, str]]:
     return out
 
 
-def write_markdown(path: Path, variants: list[Variant], keys: list[str], runs: list[Run]) -> None:
-    table = rows(variants)
+SPREAD_NOTE = ("Values are the mean over seeds ± the 95% confidence interval (Student t, n-1 degrees of freedom) "
+               "with 3 or more seeds, the mean [min–max] with 2, the value alone with 1. train s: time in training "
+               "steps; total s: the job's wall time from start to exit.")
+
+
+def ranked_by(metric: str) -> str:
+    col = next(c for c, name, _ in METRICS if name == metric)
+    return f"ranked by {col} ({'higher' if metric in HIGHER_IS_BETTER else 'lower'} is better)"
+
+
+def write_markdown(path: Path, variants: list[Variant], keys: list[str], runs: list[Run],
+                   metric: str = DEFAULT_METRIC) -> None:
+    table = rows(variants, metric)
     cols = list(table[0].keys()) if table else []
     lines = ["# decoderlab comparison", "",
-             f"{len(runs)} runs, {len(variants)} variants; varying: {', '.join(display_keys(keys)) or '(none)'}.",
-             "Values are mean ± 95% confidence interval over seeds (Student t, n-1 degrees of freedom); "
-             "a single seed shows its value alone.", "",
+             f"{len(runs)} runs, {len(variants)} variants, {ranked_by(metric)}; "
+             f"varying: {', '.join(display_keys(keys)) or '(none)'}.", SPREAD_NOTE, "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(r[c].replace("|", "\\|") for c in cols) + " |" for r in table]
     failed = [r for r in runs if not r.ok]
@@ -135,19 +168,19 @@ def write_markdown(path: Path, variants: list[Variant], keys: list[str], runs: l
 
 
 def write_csv(path: Path, variants: list[Variant], keys: list[str]) -> None:
-    """One row per variant: varying keys, counts, and mean / ci95 / n of every metric (numbers, not text)."""
+    """One row per variant: varying keys, counts, and mean / ci95 / min / max / n of every metric (numbers)."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         header = ["variant", *keys, "runs", "completed", "failed"]
         for _, name, _ in METRICS:
-            header += [f"{name}_mean", f"{name}_ci95", f"{name}_n"]
+            header += [f"{name}_mean", f"{name}_ci95", f"{name}_min", f"{name}_max", f"{name}_n"]
         header += [name.replace(".", "_") for _, name in PARAMS]
         w.writerow(header)
         for v in variants:
             row: list[Any] = [v.label, *[v.values.get(k) for k in keys], len(v.runs), len(v.ok), len(v.failed)]
             for _, name, _ in METRICS:
                 s = v.stat(name)
-                row += [_num(s.mean), _num(s.half), s.n]
+                row += [_num(s.mean), _num(s.half), _num(s.min), _num(s.max), s.n]
             row += [_params(v, name).replace(",", "").replace("-", "") for _, name in PARAMS]
             w.writerow(row)
 
@@ -156,12 +189,11 @@ def write_runs_csv(path: Path, runs: list[Run], labels: dict[int, str]) -> None:
     """One row per run, failed ones included with their reason."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["variant", "dir", "seed", "status", "reason", "val_loss", "val_bpb", "tokens_per_s",
-                    "wall_seconds", "params_total", "params_non_embedding"])
+        figures = [name for _, name, _ in METRICS] + ["params.total", "params.non_embedding"]
+        w.writerow(["variant", "dir", "seed", "status", "reason", *[f.replace(".", "_") for f in figures]])
         for r in runs:
             w.writerow([labels.get(id(r), ""), str(r.dir), r.config.get("seed", ""), r.status, r.reason,
-                        *[_num(r.metric(m)) for m in ("val_loss", "val_bpb", "tokens_per_s", "wall_seconds",
-                                                       "params.total", "params.non_embedding")]])
+                        *[_num(r.metric(m)) for m in figures]])
 
 
 def _num(x: float | None) -> Any:

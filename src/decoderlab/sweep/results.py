@@ -39,7 +39,8 @@ class JobResult:
     status: str = "not run"
     reason: str = ""
     returncode: int | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # the job's wall time from start to exit ("total s", as decoderlab-compare's column)
+    train_seconds: float | None = None  # time in training steps ("train s")
     val_loss: float | None = None
     val_bpb: float | None = None
     log_tail: list[str] = field(default_factory=list)
@@ -77,6 +78,7 @@ def collect(result: JobResult, rc: int | None, seconds: float, tail: list[str]) 
     summary = read_json(job_dir / "summary.json") or {}
     result.returncode, result.seconds, result.log_tail = rc, round(seconds, 2), tail[-20:]
     result.val_loss, result.val_bpb = summary.get("val_loss"), summary.get("val_bpb")
+    result.train_seconds = summary.get("train_seconds")
     if rc == 0 and status.get("status") == "completed":
         result.status, result.reason = "completed", ""
         return result
@@ -163,11 +165,11 @@ def print_summary(sweep_dir: str, results: list[JobResult], console: Any = None)
     t = Table(title=title, title_justify="left", caption=f"details: {Path(sweep_dir) / SUMMARY_FILE}",
               caption_justify="left")
     widest = min(60, max((len(",".join(r.varying)) for r in results), default=10))
-    for col in ("#", "job", "status", "val loss", "val bpb", "time", "reason"):
+    for col in ("#", "job", "status", "val loss", "val bpb", "train s", "total s", "reason"):
         t.add_column(col, overflow="fold", min_width=widest if col == "job" else None)
     style = {"completed": "green", "skipped": "cyan", "failed": "bold red", "not run": "yellow"}
     for r in results:
         t.add_row(str(r.num), Text(",".join(r.varying) or "(no varying keys)"),
                   Text(r.status, style=style.get(r.status, "")), _fmt(r.val_loss), _fmt(r.val_bpb),
-                  f"{r.seconds:.1f} s", Text(r.reason))
+                  "-" if r.train_seconds is None else f"{r.train_seconds:.1f}", f"{r.seconds:.1f}", Text(r.reason))
     out.print(t)

@@ -30,7 +30,7 @@ class LearnedConfig(ComponentConfig):
 
 @POSITIONAL.register("learned", LearnedConfig)
 class Learned(Positional):
-    """A trained table of one vector per absolute position, added to the token embeddings."""
+    """A learned table of one vector per absolute position, added to the token embeddings."""
 
     has_embed = True
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -102,6 +103,17 @@ class CharTokenizer(Tokenizer):
     def report(self) -> dict:
         return {"unk_tokens": self.unk_count} if self.cfg.unknown == "unk" else {}
 
+    def hf_export(self) -> str:
+        """A Hugging Face ``tokenizer.json``: one token per character (WordLevel), ``<unk>`` at id 0 in unk mode."""
+        from tokenizers import Tokenizer as HFTok
+        from tokenizers import models
+
+        vocab = {c: i + self._offset for i, c in enumerate(self.chars)}
+        if self._offset:
+            vocab[self.UNK] = 0
+        hf = HFTok(models.WordLevel(vocab, unk_token=self.UNK if self._offset else None))
+        return _per_character(hf).to_str(pretty=True)
+
 
 @TOKENIZERS.register("byte", ComponentConfig)
 class ByteTokenizer(Tokenizer):
@@ -119,3 +131,24 @@ class ByteTokenizer(Tokenizer):
 
     def token_bytes(self) -> np.ndarray:
         return np.ones(256, dtype=np.int64)
+
+    def hf_export(self) -> str:
+        """A Hugging Face ``tokenizer.json``: byte-level alphabet, id = byte value, no merges; lossy decode as ours."""
+        from tokenizers import Tokenizer as HFTok
+        from tokenizers import decoders, models, pre_tokenizers
+
+        from decoderlab.components.tokenizers.hf import bytes_to_unicode
+
+        hf = HFTok(models.BPE({ch: b for b, ch in bytes_to_unicode().items()}, []))
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        hf.decoder = decoders.ByteLevel()  # bytes -> UTF-8 with U+FFFD for invalid sequences, as bytes.decode
+        return hf.to_str(pretty=True)
+
+
+def _per_character(hf: Any) -> Any:
+    """Split text into single code points (newlines included) and join tokens back with nothing between them."""
+    from tokenizers import Regex, decoders, pre_tokenizers
+
+    hf.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    hf.decoder = decoders.Fuse()
+    return hf
