@@ -130,7 +130,7 @@ def _trained_checkpoint(tmp_path: Path, positional: dict, seed: int = 3) -> Path
     """A checkpoint of a model whose parameters moved away from their init (what training does)."""
     from decoderlab.components.tokenizers import TOKENIZERS
     from decoderlab.model import Decoder, ModelConfig
-    from decoderlab.vocab import write_checkpoint
+    from decoderlab.checkpoint import write_checkpoint
 
     tok = TOKENIZERS.build({"name": "byte"})
     torch.manual_seed(seed)
