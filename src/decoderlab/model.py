@@ -119,14 +119,7 @@ class Decoder(nn.Module):
 
         Positions are Python ints (the cache's length), so the forward has no host sync and compiles to one graph.
         """
-        T = idx.shape[1]
-        start = caches[0].length if caches else 0
-        limit = self.positional.max_positions
-        if limit is not None and start + T > limit:  # Python ints: raised before any graph runs
-            raise PositionRangeError(
-                f"positions up to {start + T - 1} requested, but {type(self.positional).__name__} represents only "
-                f"{limit} positions: crop the context to {limit} tokens or use an encoding that extrapolates"
-            )
+        start = caches[0].length if caches else 0  # a Python int (a cache's shape), never a tensor
         x = self.tok_emb(idx)  # (B, T, d_model)
         if self.positional.embeds:
             x = self.positional.embed(x, start)
