@@ -283,7 +283,7 @@ def check_fullgraph(case: Case, backend: str = "aot_eager") -> None:
     torch._dynamo.reset()  # a fresh cache per model: no recompile limit carried over from other cases
     try:
         _fullgraph_steps(case.build(dropout=0.1), backend)
-    except torch._dynamo.exc.Unsupported as e:
+    except torch._dynamo.exc.TorchDynamoException as e:  # Unsupported (graph break), UserError (data-dependent)
         raise AssertionError(f"{_where(case)} breaks the graph under torch.compile(fullgraph=True):\n{e}") from None
     finally:
         torch._dynamo.reset()
