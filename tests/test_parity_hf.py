@@ -197,6 +197,5 @@ def test_t5_bias_matrix_parity():
     assert len(table) == 1, "t5 encoding should hold one (num_buckets, n_heads) table"
     put(table[0], ref.relative_attention_bias.weight)
     n = 200
-    pos = torch.arange(n)
     with torch.no_grad():
         torch.testing.assert_close(ours.positional.bias(n, n), ref.compute_bias(n, n), rtol=0, atol=0)

@@ -307,7 +307,6 @@ def test_t5_buckets_are_causal_and_match_hf():
 def test_none_is_the_identity():
     pe = build("none")
     x, q, k = torch.randn(2, 5, 8), torch.randn(2, 1, 5, 8), torch.randn(2, 1, 5, 8)
-    pos = torch.arange(5)
     assert not (pe.embeds or pe.rotates or pe.biases or pe.has_score_mod) and pe.max_positions is None
     assert pe.position_free
     assert pe.embed(x, 0) is x and pe.rotate(q, k, 0) == (q, k) and pe.bias(5, 5) is None

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from decoderlab.components.base import ModelDims
 from decoderlab.components.positional import POSITIONAL
 from decoderlab.config import validate
 from decoderlab.errors import ConfigError, PositionRangeError

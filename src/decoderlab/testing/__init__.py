@@ -22,10 +22,10 @@ from decoderlab.testing.battery import (
     Case,
     all_cases,
     check_compile,
-    compile_cases,
-    registered_cases,
     check_fullgraph,
     check_position_effect,
+    compile_cases,
+    registered_cases,
 )
 
 __all__ = ["CHECKS", "COMPILE_CASES", "CORE_VARIANTS", "Case", "all_cases", "check_compile", "check_fullgraph",
