@@ -108,7 +108,7 @@ def test_gqa_through_enable_gqa_is_exact_against_the_math_oracle():
     torch.testing.assert_close(outs[0][1], outs[1][1], atol=1e-6, rtol=1e-5)
 
 
-# --- CUDA: deselected without a GPU (tests/components/conftest.py) ---------------------------------------------
+# --- CUDA: deselected without a GPU (tests/conftest.py) ---------------------------------------------------------
 
 
 @pytest.mark.cuda

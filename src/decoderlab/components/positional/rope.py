@@ -152,7 +152,7 @@ class Rotary(Positional):
         self.impl, self.head_dim, self.inv_freq = impl, head_dim, inv_freq
         self.rot = 2 * inv_freq.numel()
         self._cache_len = 0
-        self._device = torch.device("cpu")
+        self._device = torch.get_default_device()  # meta under `with torch.device("meta")` (parameter counting)
         self._extend(block_size)
 
     def magnitudes(self, pos: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
