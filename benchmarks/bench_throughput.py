@@ -112,11 +112,9 @@ def plain_loop(model: nn.Module, ids: np.ndarray, cfg, steps: int) -> list[float
 def decoderlab_loop(cfg, data, steps: int) -> list[float]:
     """The real decoderlab path (Trainer + LitDecoder + data module + callbacks + CSV logger)."""
     from lightning.pytorch.callbacks import Callback
-    from omegaconf import OmegaConf
 
     from decoderlab.data.module import DecoderDataModule
-    from decoderlab.fit import TrainTimer, build_loggers, build_trainer
-    from decoderlab.lit import LitDecoder
+    from decoderlab.fit import TrainTimer, build_lit, build_loggers, build_trainer
     from decoderlab.runner import build_model
 
     class Clock(Callback):
@@ -128,8 +126,7 @@ def decoderlab_loop(cfg, data, steps: int) -> list[float]:
 
     model = build_model(cfg, data.tokenizer.vocab_size)
     dm = DecoderDataModule(data, cfg.model.block_size, cfg.loader.batch_size, 64, cfg.seed)
-    lit = LitDecoder(model, OmegaConf.to_object(cfg.optim), data.tokenizer.token_bytes(), steps,
-                     cfg.trainer.log_every_n_steps, trainer=OmegaConf.to_object(cfg.trainer), seed=cfg.seed)
+    lit = build_lit(cfg, model, data.tokenizer, max_steps=steps)
     clock = Clock()
     with tempfile.TemporaryDirectory() as out:
         trainer = build_trainer(cfg, Path(out), build_loggers(cfg, Path(out), {}), TrainTimer())

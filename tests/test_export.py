@@ -12,10 +12,10 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from decoderlab.checkpoint import write_checkpoint  # noqa: E402
 from decoderlab.components.tokenizers import TOKENIZERS  # noqa: E402
 from decoderlab.export import ExportError, export_hf, family_of, from_hf, main, to_hf  # noqa: E402
 from decoderlab.model import Decoder, ModelConfig  # noqa: E402
-from decoderlab.checkpoint import write_checkpoint  # noqa: E402
 
 TEXT = "the quick brown fox jumps over the lazy dog. 天下大势，分久必合。\n"
 T, D, H, L = 32, 32, 4, 2

@@ -43,21 +43,21 @@ class _EveryHookConfig(ComponentConfig):
 
 
 class _EveryHook(Positional):
-    """A test-only encoding that uses all three hooks, as a plugin might."""
-
-    has_embed = has_rotate = has_bias = True
+    """A test-only encoding that uses all three hooks, as a plugin might (no flags: overriding is enough)."""
 
     def __init__(self, cfg: _EveryHookConfig, dims):
         super().__init__()
         self.scale = cfg.scale
 
-    def embed(self, x, pos):
+    def embed(self, x, start):
+        pos = torch.arange(start, start + x.shape[1])
         return x + self.scale * pos[:, None].to(x.dtype)
 
-    def rotate(self, q, k, pos):
+    def rotate(self, q, k, start):
         return q.flip(-1), k
 
-    def bias(self, q_pos, k_pos):
+    def bias(self, t_q, t_k):
+        q_pos, k_pos = torch.arange(t_k - t_q, t_k), torch.arange(t_k)
         return -(q_pos[:, None] - k_pos[None, :]).abs()[None, None].float().expand(1, 2, -1, -1)
 
 
@@ -128,9 +128,9 @@ def _captured(monkeypatch) -> list:
 
 def _trained_checkpoint(tmp_path: Path, positional: dict, seed: int = 3) -> Path:
     """A checkpoint of a model whose parameters moved away from their init (what training does)."""
+    from decoderlab.checkpoint import write_checkpoint
     from decoderlab.components.tokenizers import TOKENIZERS
     from decoderlab.model import Decoder, ModelConfig
-    from decoderlab.checkpoint import write_checkpoint
 
     tok = TOKENIZERS.build({"name": "byte"})
     torch.manual_seed(seed)

@@ -112,14 +112,19 @@ def build_trainer(cfg: DictConfig, out: Path, loggers: list[Any], timer: TrainTi
         raise ConfigError(f"trainer: {e}") from None
 
 
+def build_lit(cfg: DictConfig, model: Decoder, tokenizer: Any, max_steps: int | None = None,
+              checkpoint_extra: dict | None = None) -> LitDecoder:
+    """The LightningModule of a run (also what the benchmarks time). Clipping, the divergence check and
+    compilation live in LitDecoder: Lightning's own clipping refuses fused AdamW under bf16-mixed."""
+    return LitDecoder(model, OmegaConf.to_object(cfg.optim), tokenizer.token_bytes(),
+                      max_steps or cfg.trainer.max_steps, cfg.trainer.log_every_n_steps,
+                      checkpoint_extra=checkpoint_extra, trainer=OmegaConf.to_object(cfg.trainer), seed=cfg.seed)
+
+
 def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: dict, choices: dict) -> dict:
     """Train and validate; returns the figures of the run summary."""
-    extra = checkpoint_record(model, data.tokenizer)
-    # Clipping, the divergence check and compilation live in LitDecoder (Lightning's clipping refuses fused AdamW
-    # under bf16-mixed); intermediate validations score a fixed sample of windows, the final one all of them.
-    lit = LitDecoder(model, OmegaConf.to_object(cfg.optim), data.tokenizer.token_bytes(), cfg.trainer.max_steps,
-                     cfg.trainer.log_every_n_steps, checkpoint_extra=extra, trainer=OmegaConf.to_object(cfg.trainer),
-                     seed=cfg.seed)
+    lit = build_lit(cfg, model, data.tokenizer, checkpoint_extra=checkpoint_record(model, data.tokenizer))
+    # Intermediate validations score a fixed sample of windows, the final one all of them.
     dm.val_sample_windows = cfg.trainer.val_sample_windows
     loggers = build_loggers(cfg, out, choices)
     timer = TrainTimer()

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from decoderlab.components import ATTENTION, FFN, NORM, PLACEMENT, POSITIONAL
-from decoderlab.components.attention import AttnContext, causal_mask
+from decoderlab.components import ATTENTION, FFN, MODEL_REGISTRIES, NORM, PLACEMENT, POSITIONAL
+from decoderlab.components.attention import AttnContext
 from decoderlab.components.base import ModelDims
 from decoderlab.errors import PositionRangeError
 
@@ -66,6 +66,7 @@ class Decoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig, vocab_size: int):
         super().__init__()
+        check_components(cfg)
         self.cfg = cfg
         self.dims = dims = ModelDims(
             d_model=cfg.d_model, n_heads=cfg.n_heads, n_layers=cfg.n_layers, block_size=cfg.block_size,
@@ -113,25 +114,17 @@ class Decoder(nn.Module):
         total = sum(p.numel() for _, p in params.values())
         return {"total": total, "embedding": emb, "non_embedding": total - emb}
 
-    def attn_mask(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor | None:
-        """The additive mask shared by all layers: positional bias + causal -inf, or None (plain causal)."""
-        if not self.positional.has_bias:
-            return None
-        bias = self.positional.bias(q_pos, k_pos)  # (1, H, Tq, Tk)
-        # A 4-D [1, H, T, T] float mask keeps SDPA on its fast CPU kernel (3-D falls back to the slow path).
-        return bias + causal_mask(q_pos.numel(), k_pos.numel(), bias.device).to(bias.dtype)
-
     def forward(self, idx: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
-        """Logits (B, T, vocab_size) for token ids (B, T); with ``caches`` the ids continue the cached prefix."""
-        B, T = idx.shape
-        start = caches[0].length if caches else 0
-        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        """Logits (B, T, vocab_size) for token ids (B, T); with ``caches`` the ids continue the cached prefix.
+
+        Positions are Python ints (the cache's length), so the forward has no host sync and compiles to one graph.
+        """
+        start = caches[0].length if caches else 0  # a Python int (a cache's shape), never a tensor
         x = self.tok_emb(idx)  # (B, T, d_model)
-        if self.positional.has_embed:
-            x = self.positional.embed(x, pos)
+        if self.positional.embeds:
+            x = self.positional.embed(x, start)
         x = self.drop(x)
-        k_pos = torch.arange(start + T, device=idx.device) if start else pos
-        ctx = AttnContext(positional=self.positional, pos=pos, mask=self.attn_mask(pos, k_pos))
+        ctx = AttnContext(positional=self.positional, start=start)
         for i, block in enumerate(self.blocks):
             ctx.cache = caches[i] if caches else None
             x = block(x, ctx)
@@ -162,6 +155,7 @@ class Decoder(nn.Module):
           ``decoderlab-eval``).
         """
         context = self._generation_context(context)
+        self.positional.reserve(context)  # grow fixed tables here, outside any compiled graph
         if idx.shape[1] > context:
             log.warning("prompt of %d tokens is longer than the context of %d tokens: keeping its last %d",
                         idx.shape[1], context, context)
@@ -193,6 +187,17 @@ class Decoder(nn.Module):
                 f"encoding that extrapolates."
             )
         return context
+
+
+def check_components(cfg: Any) -> None:
+    """Run every slot config's ``check(model_cfg)`` once, before building: one ValueError listing every problem."""
+    problems: list[str] = []
+    for group, registry in MODEL_REGISTRIES.items():
+        typed = registry.build_config(getattr(cfg, group.split("/", 1)[1]))
+        check = getattr(typed, "check", None)
+        problems += list(check(cfg)) if check is not None else []
+    if problems:
+        raise ValueError("invalid model configuration: " + "; ".join(problems))
 
 
 def sample_next(

@@ -57,10 +57,9 @@ def causal(m: torch.Tensor) -> torch.Tensor:
 def rotated_scores(pe: Positional, head_dim: int, length: int) -> torch.Tensor:
     """S[m, n] = rot(q, m) . rot(k, n) / |q|^2 for an all-ones q = k: 1 on the diagonal, and how a rotary encoding
     modulates an aligned query-key pair with position (the long-term-decay picture of Su et al. §3.4.3)."""
-    pos = torch.arange(length)
     ones = torch.ones(1, 1, length, head_dim, dtype=torch.float64)  # (B=1, H=1, T, D)
     with torch.no_grad():
-        q, k = pe.rotate(ones, ones, pos)
+        q, k = pe.rotate(ones, ones, 0)  # positions 0 .. length - 1
     return q[0, 0] @ k[0, 0].T / head_dim  # (T, T)
 
 
@@ -85,19 +84,19 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 def hook_panels(pe: Positional, d_model: int, n_heads: int, length: int) -> list[Callable[[plt.Axes], None]]:
     """One drawing function per panel: embed -> heatmap; rotate -> score matrix and curve; bias -> per head."""
-    pos, panels = torch.arange(length), []
-    if pe.has_embed:
+    panels = []
+    if pe.embeds:
         with torch.no_grad():
-            added = pe.embed(torch.zeros(1, length, d_model), pos)[0]  # (T, d_model): what is added
+            added = pe.embed(torch.zeros(1, length, d_model), 0)[0]  # (T, d_model): what is added
         panels.append(lambda ax: _heatmap(ax, added, "embed(0, pos): added to token embeddings", "dimension",
                                           "position"))
-    if pe.has_rotate:
+    if pe.rotates:
         s = rotated_scores(pe, d_model // n_heads, length)  # (T, T)
         panels.append(lambda ax: _heatmap(ax, causal(s), "rotate: aligned q.k / |q|^2", "key n", "query m"))
         panels.append(lambda ax: _curve(ax, s[:, 0], "rotate: aligned q.k vs distance", "distance m - n"))
-    if pe.has_bias:
+    if pe.biases:
         with torch.no_grad():
-            bias = causal(pe.bias(pos, pos)[0])  # (H, T, T)
+            bias = causal(pe.bias(length, length)[0])  # (H, T, T)
         for h in range(min(n_heads, 4)):
             panels.append(lambda ax, h=h: _heatmap(ax, bias[h], f"bias, head {h}", "key j", "query i"))
     return panels
@@ -147,9 +146,8 @@ def cosine_similarity(table: torch.Tensor) -> torch.Tensor:
 
 def bias_by_distance(pe: Positional, length: int) -> torch.Tensor:
     """(H, length) bias of the last query to the key d positions back, d = 0..length-1 (a causal row)."""
-    pos = torch.arange(length)
     with torch.no_grad():
-        bias = pe.bias(pos, pos)[0]  # (H, T, T)
+        bias = pe.bias(length, length)[0]  # (H, T, T)
     return bias[:, -1].flip(-1).double()  # (H, T): index d = distance
 
 
@@ -164,7 +162,7 @@ def run_panels(pe: Positional, n_heads: int, length: int) -> list[Callable[[plt.
         near = torch.stack([sim.diagonal(d).mean() for d in range(length)])  # mean similarity at distance d
         panels.append(lambda ax: _curve(ax, near, "mean similarity vs distance", "distance |i - j|",
                                         "cosine similarity"))
-    if pe.has_bias:
+    if pe.biases:
         by_dist = bias_by_distance(pe, length)
 
         def draw(ax: plt.Axes) -> None:

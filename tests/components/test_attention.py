@@ -35,8 +35,7 @@ def inputs(t: int = T, seed: int = 2) -> torch.Tensor:
 
 
 def ctx(t: int = T, positional: Positional | None = None, mask=None, start: int = 0, cache=None) -> AttnContext:
-    return AttnContext(positional=positional or Positional(), pos=torch.arange(start, start + t), mask=mask,
-                       cache=cache)
+    return AttnContext(positional=positional or Positional(), start=start, mask=mask, cache=cache)
 
 
 @pytest.mark.parametrize("n_kv_heads", [None, 2, 1])
@@ -138,9 +137,7 @@ def test_qk_norm_parameters_and_formula():
     captured = {}
 
     class Spy(Positional):
-        has_rotate = True
-
-        def rotate(self, q, k, pos):
+        def rotate(self, q, k, start):  # overriding is all it takes to be called
             captured["q"], captured["k"] = q, k
             return q, k
 
@@ -175,9 +172,11 @@ def test_check_single_key_problems(cfg, key):
     assert problems and key in problems[0]
 
 
-def test_build_rejects_indivisible_kv_heads_naming_both_keys():
+def test_model_build_runs_the_check_naming_both_keys():
+    from decoderlab.model import Decoder, ModelConfig
+
     with pytest.raises(ValueError, match=r"model\.n_heads=4 .*model\.attention\.n_kv_heads=3"):
-        attn(n_kv_heads=3)
+        Decoder(ModelConfig(n_heads=4, d_model=32, attention={"name": "mha", "n_kv_heads": 3}), 8)
 
 
 def test_composed_config_rejects_indivisible_kv_heads():

@@ -117,6 +117,8 @@ def test_check_names_key(cfg, key):
     assert FFN.default_config(cfg["name"]).check({}) == []
 
 
-def test_unknown_activation_raises_at_build():
-    with pytest.raises(ValueError, match="relu2"):
-        build({"name": "mlp", "activation": "tanh"})
+def test_unknown_activation_is_rejected_when_the_model_is_built():
+    from decoderlab.model import Decoder, ModelConfig
+
+    with pytest.raises(ValueError, match=r"model\.ffn\.activation='tanh' is unknown; valid: .*relu2"):
+        Decoder(ModelConfig(ffn={"name": "mlp", "activation": "tanh"}), 8)

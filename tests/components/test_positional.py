@@ -30,17 +30,16 @@ def build(name: str, head_dim: int = 8, n_heads: int = 1, block_size: int = 16, 
 
 def rotated(pe, x: torch.Tensor, positions) -> torch.Tensor:
     """x (D,) placed at each position, rotated as a query: (T, D)."""
-    pos = torch.as_tensor(positions)
-    q = x.expand(1, 1, len(pos), x.numel()).contiguous()  # (B=1, H=1, T, D)
-    return pe.rotate(q, q, pos)[0][0, 0]
+    pos = torch.as_tensor(list(positions))
+    q = x.expand(1, 1, int(pos.max()) + 1, x.numel()).contiguous()  # (B=1, H=1, max + 1, D): positions 0..max
+    return pe.rotate(q, q, 0)[0][0, 0][pos]
 
 
 def scores(pe, q: torch.Tensor, k: torch.Tensor, n_pos: int) -> torch.Tensor:
     """S[m, n] = rot_q(q, m) . rot_k(k, n) over positions 0..n_pos-1: (T, T)."""
-    pos = torch.arange(n_pos)
     qs = q.expand(1, 1, n_pos, q.numel()).contiguous()  # (1, 1, T, D)
     ks = k.expand(1, 1, n_pos, k.numel()).contiguous()
-    rq, rk = pe.rotate(qs, ks, pos)
+    rq, rk = pe.rotate(qs, ks, 0)
     return rq[0, 0] @ rk[0, 0].T
 
 
@@ -79,8 +78,8 @@ def test_sinusoidal_shift_is_one_fixed_block_rotation(k):
 def test_sinusoidal_embed_scales_tokens_then_adds_table():
     pe = build("sinusoidal", head_dim=8)
     x = torch.randn(2, 5, 8)
-    torch.testing.assert_close(pe.embed(x, torch.arange(5)), x * math.sqrt(8) + sinusoid_table(5, 8, 10000.0))
-    torch.testing.assert_close(pe.embed(x, torch.arange(30, 35)), x * math.sqrt(8) + sinusoid_table(35, 8, 1e4)[30:])
+    torch.testing.assert_close(pe.embed(x, 0), x * math.sqrt(8) + sinusoid_table(5, 8, 10000.0))
+    torch.testing.assert_close(pe.embed(x, 30), x * math.sqrt(8) + sinusoid_table(35, 8, 1e4)[30:])
 
 
 # --- rotary: rope (all impls, partial, scaled) and xpos ------------------------------------------------------
@@ -132,9 +131,9 @@ def test_rotate_half_equals_complex_up_to_the_pair_permutation(name, fields):
 def test_real_pair_form_used_under_compile_equals_the_complex_form(name, fields):
     torch.manual_seed(0)
     pe = build(name, **fields)
-    q, k, pos = torch.randn(2, 1, 12, 8, dtype=F64), torch.randn(2, 1, 12, 8, dtype=F64), torch.arange(3, 15)
-    tq, tk = pe.tables(pos, F64, pairs=True)  # (T, D/2, 2): cis as (cos, sin)
-    want_q, want_k = pe.rotate(q, k, pos)
+    q, k = torch.randn(2, 1, 12, 8, dtype=F64), torch.randn(2, 1, 12, 8, dtype=F64)
+    tq, tk = pe.tables(3, 12, q, pairs=True)  # (T, D/2, 2) at positions 3..14: cis as (cos, sin)
+    want_q, want_k = pe.rotate(q, k, 3)
     torch.testing.assert_close(apply_pairs(q, tq), want_q, atol=1e-14, rtol=0)
     torch.testing.assert_close(apply_pairs(k, tk), want_k, atol=1e-14, rtol=0)
 
@@ -265,7 +264,7 @@ def test_alibi_slopes_match_bloom(n_heads):
 def test_alibi_bias_is_minus_slope_times_distance():
     pe = build("alibi", head_dim=2, n_heads=4)
     pos = torch.arange(10)
-    b = pe.bias(pos, pos)  # (1, H, T, T)
+    b = pe.bias(10, 10)  # (1, H, T, T)
     assert b.shape == (1, 4, 10, 10)
     dist = (pos[:, None] - pos[None, :]).double()
     for h, slope in enumerate(alibi_slopes(4)):
@@ -273,8 +272,7 @@ def test_alibi_bias_is_minus_slope_times_distance():
         torch.testing.assert_close(b[0, h].double()[lower], (-slope * dist)[lower])
     d2 = b[0, :, 5, :6].double().diff(n=2, dim=-1)  # linear in distance: zero second difference
     torch.testing.assert_close(d2, torch.zeros_like(d2), atol=1e-6, rtol=0)
-    k_pos = torch.arange(12)
-    torch.testing.assert_close(pe.bias(k_pos[-2:], k_pos), build("alibi", 2, 4).bias(k_pos, k_pos)[:, :, -2:])
+    torch.testing.assert_close(pe.bias(2, 12), build("alibi", 2, 4).bias(12, 12)[:, :, -2:])  # last 2 queries
 
 
 # --- T5 -------------------------------------------------------------------------------------------------------
@@ -309,7 +307,7 @@ def test_t5_buckets_are_causal_and_match_hf():
 def test_none_is_the_identity():
     pe = build("none")
     x, q, k = torch.randn(2, 5, 8), torch.randn(2, 1, 5, 8), torch.randn(2, 1, 5, 8)
-    pos = torch.arange(5)
-    assert not (pe.has_embed or pe.has_rotate or pe.has_bias) and pe.max_positions is None
-    assert pe.embed(x, pos) is x and pe.rotate(q, k, pos) == (q, k) and pe.bias(pos, pos) is None
+    assert not (pe.embeds or pe.rotates or pe.biases or pe.has_score_mod) and pe.max_positions is None
+    assert pe.position_free
+    assert pe.embed(x, 0) is x and pe.rotate(q, k, 0) == (q, k) and pe.bias(5, 5) is None
     assert list(pe.state_dict()) == []

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from decoderlab.components.base import ModelDims
 from decoderlab.components.positional import POSITIONAL
 from decoderlab.config import validate
 from decoderlab.errors import ConfigError, PositionRangeError
@@ -111,10 +110,9 @@ def test_nonsense_is_rejected_at_config_time_naming_the_keys(name, fields, needl
     text = "\n".join(cfg.check(MODEL))
     for needle in needles:
         assert needle in text, text
-    if name != "learned":  # building the component without validate() refuses it too
-        dims = ModelDims(d_model=128, n_heads=4, n_layers=1, block_size=64, vocab_size=8)
-        with pytest.raises(ValueError, match="model.positional"):
-            POSITIONAL.build(cfg, dims=dims)
+    # Building a model without validate() runs the same check, once, in the model (not in the constructor).
+    with pytest.raises(ValueError, match="model.positional"):
+        Decoder(ModelConfig(d_model=128, n_heads=4, block_size=64, positional={"name": name, **fields}), 8)
 
 
 def test_sinusoidal_check_names_d_model():
@@ -151,7 +149,7 @@ def test_presets_compose_validate_and_build(preset):
         cfg = compose([f"model/positional={preset}", "model.positional.original_max_positions=64"])
     validate(cfg)
     pe = POSITIONAL.build(cfg.model.positional, dims=tiny({"name": "none"}).dims)
-    assert pe.has_rotate and cfg.model.positional.name == "rope"
+    assert pe.rotates and cfg.model.positional.name == "rope"
 
 
 def test_validate_reports_rope_nonsense_from_the_command_line():

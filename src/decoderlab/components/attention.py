@@ -2,21 +2,25 @@
 
 Contract: ``builder(cfg, dims=ModelDims) -> nn.Module`` whose ``forward(x, ctx: AttnContext) -> y`` maps
 (B, T, d_model) to (B, T, d_model), attends only to positions <= its own, calls ``ctx.positional.rotate`` on
-queries/keys and uses ``ctx.mask`` (an additive float mask with the causal -inf folded in) when one is given.
+queries/keys with Python-int ``ctx.start`` and gets the score bias from ``ctx.bias_mask`` (SDPA/math: an additive
+float mask with the causal -inf folded in) or ``ctx.flex_args`` (FlexAttention: score_mod + causal block mask).
 
-Options of ``mha``: ``n_kv_heads`` (GQA/MQA), ``qk_norm``, and ``impl`` = ``sdpa`` (fast) or ``math`` (the test
-oracle: softmax written out). Config-time rules live in :meth:`MHAConfig.check`.
+Options of ``mha``: ``n_kv_heads`` (GQA/MQA, SDPA's ``enable_gqa``: no copies of keys/values), ``qk_norm``, and
+``impl`` = ``auto`` (default), ``sdpa``, ``flex`` (``torch.nn.attention.flex_attention`` with the encoding's
+``score_mod``: T5/ALiBi biases at flash speed on CUDA) or ``math`` (the test oracle: softmax written out).
+Config-time rules live in :meth:`MHAConfig.check` (the model runs them; the constructor does not repeat them).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 from decoderlab.components.base import ModelDims
 from decoderlab.components.norms import rms_norm
@@ -25,24 +29,46 @@ from decoderlab.registry import ComponentConfig, Registry
 
 @dataclass
 class AttnContext:
-    """What every attention layer of one forward pass shares."""
+    """What every attention layer of one forward pass shares; positions are Python ints (no host syncs).
+
+    Queries are at absolute positions ``start .. start + T - 1``, keys at ``0 .. start + T - 1``. The bias mask and
+    the FlexAttention arguments are built on first use and then shared by every layer of the forward.
+    """
 
     positional: Any  # the model's Positional object
-    pos: torch.Tensor  # (T,) absolute positions of the queries
-    mask: torch.Tensor | None = None  # (1, H, Tq, Tk) additive float mask incl. causal -inf; None = plain causal
+    start: int = 0  # absolute position of the first query (the KV cache's length)
+    mask: torch.Tensor | None = None  # (1, H, Tq, Tk) additive float mask incl. causal -inf; None: from positional
     cache: Any = None  # per-layer KV cache entry (generation), or None
+    flex: tuple[Any, Any] | None = field(default=None, repr=False)  # (score_mod, block_mask), built on first use
+
+    def bias_mask(self, t_q: int, t_k: int) -> torch.Tensor | None:
+        """The additive mask for SDPA: positional bias + causal -inf, or None (plain causal, no bias)."""
+        if self.mask is None and self.positional.biases:
+            bias = self.positional.bias(t_q, t_k)  # (1, H, Tq, Tk)
+            # A 4-D [1, H, T, T] float mask keeps SDPA on its fast CPU kernel (3-D falls back to the slow path).
+            self.mask = bias + causal_mask(t_q, t_k, bias.device).to(bias.dtype)
+        return self.mask
+
+    def flex_args(self, t_q: int, t_k: int, device: torch.device) -> tuple[Any, Any]:
+        """(score_mod, causal block mask) for FlexAttention; queries are the last t_q of t_k positions."""
+        if self.flex is None:
+            self.flex = (self.positional.score_mod(t_q, t_k), causal_block_mask(t_q, t_k, device))
+        return self.flex
 
 
 ATTENTION: Registry[nn.Module] = Registry("model/attention", nn.Module)
-IMPLS = ("sdpa", "math")
+IMPLS = ("auto", "sdpa", "flex", "math")
 
 
 @dataclass
 class MHAConfig(ComponentConfig):
     # Key/value heads for grouped-query attention; None = n_heads (multi-head), 1 = multi-query.
     n_kv_heads: int | None = None
-    # "sdpa": F.scaled_dot_product_attention (fast); "math": explicit softmax(QK^T/sqrt(D) + mask) V (test oracle).
-    impl: str = "sdpa"
+    # "auto": flex for encodings with a score_mod on CUDA (without dropout), else sdpa. "sdpa":
+    # F.scaled_dot_product_attention (a float mask for biases). "flex": torch.nn.attention.flex_attention with the
+    # encoding's score_mod and a causal block mask (CUDA for training; CPU runs its forward only).
+    # "math": explicit softmax(QK^T/sqrt(D) + mask) V (the test oracle).
+    impl: str = "auto"
     # QK-norm: RMS-normalize each head's queries and keys (learned per-dimension scale) before RoPE.
     qk_norm: bool = False
     qk_norm_eps: float = 1e-6
@@ -50,7 +76,9 @@ class MHAConfig(ComponentConfig):
     def check(self, model_cfg: Any) -> list[str]:
         """Cross-key rules, reported at config time with both keys named."""
         problems = []
-        n_heads = int(model_cfg.n_heads)
+        n_heads, d_model = int(model_cfg.n_heads), int(model_cfg.d_model)
+        if n_heads > 0 and d_model % n_heads:
+            problems.append(f"model.d_model={d_model} is not divisible by model.n_heads={n_heads}")
         if self.n_kv_heads is not None and self.n_kv_heads <= 0:
             problems.append(f"model.attention.n_kv_heads must be positive (or null for n_heads), got {self.n_kv_heads}")
         elif self.n_kv_heads is not None and n_heads % self.n_kv_heads:
@@ -60,6 +88,8 @@ class MHAConfig(ComponentConfig):
             )
         if self.impl not in IMPLS:
             problems.append(f"model.attention.impl must be one of {', '.join(IMPLS)}, got '{self.impl}'")
+        if self.impl == "flex" and float(getattr(model_cfg, "dropout", 0.0) or 0.0) > 0:
+            problems.append("model.attention.impl=flex has no attention dropout: set model.dropout=0 or impl=auto")
         if self.qk_norm and self.qk_norm_eps <= 0:
             problems.append(f"model.attention.qk_norm_eps must be positive, got {self.qk_norm_eps}")
         return problems
@@ -70,6 +100,30 @@ def causal_mask(tq: int, tk: int, device: torch.device | None = None) -> torch.T
     q = torch.arange(tk - tq, tk, device=device)[:, None]
     k = torch.arange(tk, device=device)[None, :]
     return torch.zeros(tq, tk, device=device).masked_fill(k > q, float("-inf"))
+
+
+def causal_block_mask(t_q: int, t_k: int, device: torch.device) -> Any:
+    """FlexAttention's causal BlockMask for the last t_q of t_k positions (fully masked blocks are skipped)."""
+    offset = t_k - t_q
+
+    def causal(b, h, q_idx, kv_idx):
+        return q_idx + offset >= kv_idx
+
+    return create_block_mask(causal, B=None, H=None, Q_LEN=t_q, KV_LEN=t_k, device=device)
+
+
+_COMPILED_FLEX: list[Any] = []  # torch.compile(flex_attention), made once on first CUDA use
+
+
+def flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, score_mod: Any, block_mask: Any, gqa: bool) -> torch.Tensor:
+    """FlexAttention: compiled on CUDA (its fused kernel), inlined when the whole model is being compiled, and the
+    eager reference elsewhere (CPU: forward only in torch 2.13)."""
+    fn = flex_attention
+    if q.device.type == "cuda" and not torch.compiler.is_compiling():
+        if not _COMPILED_FLEX:
+            _COMPILED_FLEX.append(torch.compile(flex_attention))
+        fn = _COMPILED_FLEX[0]
+    return fn(q, k, v, score_mod=score_mod, block_mask=block_mask, enable_gqa=gqa)  # (B, H, Tq, D)
 
 
 def math_attention(
@@ -99,15 +153,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: MHAConfig, dims: ModelDims):
         super().__init__()
         self.n_heads, self.head_dim = dims.n_heads, dims.head_dim
-        self.n_kv_heads = cfg.n_kv_heads or dims.n_kv_heads or dims.n_heads
-        if dims.d_model % dims.n_heads:
-            raise ValueError(f"model.d_model={dims.d_model} is not divisible by model.n_heads={dims.n_heads}")
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(
-                f"model.n_heads={self.n_heads} is not divisible by model.attention.n_kv_heads={self.n_kv_heads}"
-            )
-        if cfg.impl not in IMPLS:
-            raise ValueError(f"model.attention.impl must be one of {', '.join(IMPLS)}, got '{cfg.impl}'")
+        self.n_kv_heads = cfg.n_kv_heads or dims.n_heads
         self.impl = cfg.impl
         self.dropout = dims.dropout
         kv_dim = self.n_kv_heads * self.head_dim
@@ -131,23 +177,37 @@ class CausalSelfAttention(nn.Module):
             q, k = rms_norm(q, self.q_norm, self.qk_norm_eps), rms_norm(k, self.k_norm, self.qk_norm_eps)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, D), (B, Hkv, T, D)
         v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        if ctx.positional.has_rotate:
-            q, k = ctx.positional.rotate(q, k, ctx.pos)
+        if ctx.positional.rotates:
+            q, k = ctx.positional.rotate(q, k, ctx.start)
         if ctx.cache is not None:
             k, v = ctx.cache.update(k, v)  # (B, Hkv, Tk, D) including the past
-        if self.n_kv_heads != self.n_heads:
-            rep = self.n_heads // self.n_kv_heads
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)  # (B, H, Tk, D)
-        y = self.attend(q, k, v, ctx.mask)  # (B, H, T, D)
+        y = self.attend(q, k, v, ctx)  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, d_model)
         return self.proj(y)
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """softmax(q k^T / sqrt(D) + mask) v for (B, H, Tq, D) queries over (B, H, Tk, D) keys/values."""
+    def resolved_impl(self, ctx: AttnContext, device: torch.device) -> str:
+        """The implementation this call runs: ``auto`` is flex for a score_mod encoding on CUDA, else sdpa."""
+        if self.impl != "auto":
+            return self.impl
+        flex_ok = ctx.positional.has_score_mod and device.type == "cuda" and not (self.training and self.dropout)
+        return "flex" if flex_ok else "sdpa"
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
+        """softmax(q k^T / sqrt(D) + bias) v, causal, for (B, H, Tq, D) queries over (B, Hkv, Tk, D) keys/values."""
         p = self.dropout if self.training else 0.0
-        if mask is None and q.shape[-2] != k.shape[-2] and q.shape[-2] > 1:
-            mask = causal_mask(q.shape[-2], k.shape[-2], q.device)  # cached prefix + several new queries
-        if self.impl == "math":
+        t_q, t_k = q.shape[-2], k.shape[-2]
+        impl, gqa = self.resolved_impl(ctx, q.device), self.n_kv_heads != self.n_heads
+        if impl == "flex" and ctx.positional.has_score_mod:
+            score_mod, block_mask = ctx.flex_args(t_q, t_k, q.device)
+            return flex(q, k, v, score_mod, block_mask, gqa)
+        mask = ctx.bias_mask(t_q, t_k)
+        if mask is None and t_q != t_k and t_q > 1:
+            mask = causal_mask(t_q, t_k, q.device)  # cached prefix + several new queries
+        if impl == "math":
+            if gqa:  # the oracle spells the grouping out: query head j reads key/value head j // (H / Hkv)
+                rep = self.n_heads // self.n_kv_heads
+                k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)  # (B, H, Tk, D)
             return math_attention(q, k, v, mask, dropout_p=p)
-        is_causal = mask is None and q.shape[-2] > 1
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=p)
+        if mask is None and t_q > 1:  # a Python branch (a guard under dynamic shapes), never a SymBool argument
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, enable_gqa=gqa)

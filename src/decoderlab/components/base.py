@@ -14,14 +14,9 @@ class ModelDims:
     n_layers: int
     block_size: int
     vocab_size: int
-    n_kv_heads: int | None = None
     bias: bool = False
     dropout: float = 0.0
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
-
-    @property
-    def kv_heads(self) -> int:
-        return self.n_kv_heads or self.n_heads

@@ -90,22 +90,13 @@ def hidden_size(cfg: MLPConfig | GLUConfig, d_model: int, gated: bool) -> int:
     return max(m, int(round(width / m)) * m)
 
 
-def _activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(
-            f"model.ffn.activation='{name}' is unknown; valid: {', '.join(sorted(ACTIVATIONS))}"
-        ) from None
-
-
 @FFN.register("mlp", MLPConfig)
 class MLP(nn.Module):
     """Two-layer MLP proj(act(fc(x))) (Vaswani et al. 2017, https://arxiv.org/abs/1706.03762; GPT: GELU)."""
 
     def __init__(self, cfg: MLPConfig, dims: ModelDims):
         super().__init__()
-        self.act = _activation(cfg.activation)
+        self.act = ACTIVATIONS[cfg.activation]  # the name is checked by MLPConfig.check
         h = hidden_size(cfg, dims.d_model, gated=False)
         self.fc = nn.Linear(dims.d_model, h, bias=dims.bias)
         self.proj = nn.Linear(h, dims.d_model, bias=dims.bias)
@@ -125,7 +116,7 @@ class GLU(nn.Module):
 
     def __init__(self, cfg: GLUConfig, dims: ModelDims):
         super().__init__()
-        self.act = _activation(self.activation)
+        self.act = ACTIVATIONS[self.activation]
         self.hidden = h = hidden_size(cfg, dims.d_model, gated=True)
         self.gate_up = nn.Linear(dims.d_model, 2 * h, bias=dims.bias)
         self.proj = nn.Linear(h, dims.d_model, bias=dims.bias)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from decoderlab.components.positional import Positional
 from decoderlab.model import Decoder, KVCache, ModelConfig
 
 VOCAB = 37  # odd and prime: a reshape that mixes the vocabulary with another axis cannot pass by luck
@@ -231,25 +231,64 @@ def check_compile(case: Case) -> None:
     x = _ids()
     with torch.no_grad():
         ref = model(x)
-        out = torch.compile(model)(x)
+        out = torch.compile(model, fullgraph=True)(x)
     diff = (out - ref).abs().max().item()
     assert diff <= 1e-4, f"{_where(case)} compiled logits differ from eager by {diff:.3g}"
 
 
+def check_position_effect(case: Case) -> None:
+    """A positional encoding changes the model's output compared with none (unless it declares ``position_free``).
+
+    Catches an encoding whose hooks are never called or compute nothing: it would train exactly as ``none``.
+    """
+    if "positional" not in case.slots:
+        return
+    model = case.build()
+    if model.positional.position_free:
+        return
+    x = _ids()
+    with torch.no_grad():
+        out = model(x)
+        model.positional = Positional()  # the identity for every hook: what ``none`` computes, same weights
+        ref = model(x)
+    diff = (out - ref).abs().max().item()
+    assert diff > 1e-5, (
+        f"{_where(case)} the encoding does not change the model's output compared with positional=none (max "
+        f"difference {diff:.3g}): override embed, rotate or bias with a real effect, or set position_free = True"
+    )
+
+
+def _fullgraph_steps(model: Decoder, backend: str) -> None:
+    """Compile ``model`` with fullgraph=True; run a training forward+backward, then cached generation steps."""
+    x = _ids()
+    model.train()
+    logits = torch.compile(model, backend=backend, fullgraph=True)(x[:, :-1])  # (B, T, vocab)
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten()).backward()
+    torch._dynamo.reset()
+    model.eval()
+    caches = [KVCache() for _ in model.blocks]
+    decode = torch.compile(model, backend="eager", fullgraph=True)  # no backward here: dynamo alone finds breaks
+    with torch.no_grad():
+        decode(x[:, :6], caches)  # prefill
+        for t in (6, 7):  # one new token per step over a growing cache (the second step is the dynamic-shape one)
+            decode(x[:, t:t + 1], caches)
+
+
+def check_fullgraph(case: Case, backend: str = "aot_eager") -> None:
+    """The model compiles as one graph (fullgraph=True), forward and backward, at training and cached-generation
+    shapes: no ``.item()``, ``int(tensor)``, ``.tolist()`` or tensor-dependent Python branch inside ``forward``.
+
+    ``aot_eager`` traces the joint forward/backward graph without Inductor's codegen: it finds every graph break
+    at a fraction of a full compile's cost. The error names the component and the line that broke the graph.
+    """
+    torch._dynamo.reset()  # a fresh cache per model: no recompile limit carried over from other cases
+    try:
+        _fullgraph_steps(case.build(dropout=0.1), backend)
+    except torch._dynamo.exc.TorchDynamoException as e:  # Unsupported (graph break), UserError (data-dependent)
+        raise AssertionError(f"{_where(case)} breaks the graph under torch.compile(fullgraph=True):\n{e}") from None
+    finally:
+        torch._dynamo.reset()
+
+
 CHECKS = [check_config, check_shapes, check_causal, check_grads, check_state_dict_roundtrip, check_determinism,
-          check_bf16, check_kv_cache]
-
-
-def run_all(cases: list[Case] | None = None) -> Iterator[tuple[Case, str, BaseException | None]]:
-    """Run every fast check outside pytest: yields (case, check name, error or None)."""
-    for case in cases if cases is not None else all_cases():
-        for check in CHECKS:
-            try:
-                check(case)
-                yield case, check.__name__, None
-            except Exception as e:  # noqa: BLE001 - reported per check
-                yield case, check.__name__, e
-
-
-__all__ = ["CHECKS", "COMPILE_CASES", "CORE_VARIANTS", "Case", "all_cases", "compile_cases", "registered_cases",
-           "run_all", "check_compile"]
+          check_bf16, check_kv_cache, check_position_effect]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from decoderlab.testing.battery import CHECKS, all_cases, check_compile, compile_cases
+from decoderlab.testing.battery import CHECKS, all_cases, check_compile, check_fullgraph, compile_cases
 
 CASES = all_cases()
 COMPILE = compile_cases()
@@ -23,3 +23,9 @@ def test_component(case, check) -> None:
 @pytest.mark.parametrize("case", COMPILE, ids=[c.id for c in COMPILE])
 def test_compile(case) -> None:
     check_compile(case)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_fullgraph(case) -> None:
+    check_fullgraph(case)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from decoderlab.components.base import ModelDims
-from decoderlab.components.positional import POSITIONAL, Positional
+from decoderlab.components.positional import POSITIONAL, Positional, ScoreMod
 from decoderlab.registry import ComponentConfig
 
 
@@ -45,14 +45,22 @@ def alibi_slopes(n_heads: int) -> list[float]:
 class Alibi(Positional):
     """Fixed per-head linear distance penalty on attention scores, slopes 2^(-8h/H) (extrapolates to any length)."""
 
-    has_bias = True
-
     def __init__(self, cfg: AlibiConfig, dims: ModelDims):
         super().__init__()
         slopes = torch.tensor(alibi_slopes(dims.n_heads), dtype=torch.float32)
         self.register_buffer("slopes", slopes.view(-1, 1, 1), persistent=False)  # (H, 1, 1)
 
-    def bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
-        # Future keys (j > i) get 0 here; the model's causal mask sets them to -inf.
+    def bias(self, t_q: int, t_k: int) -> torch.Tensor:
+        # Queries are the last t_q of t_k positions. Future keys (j > i) get 0 here; the causal mask sets -inf.
+        q_pos = torch.arange(t_k - t_q, t_k, device=self.slopes.device)
+        k_pos = torch.arange(t_k, device=self.slopes.device)
         dist = (q_pos[:, None] - k_pos[None, :]).clamp(min=0)  # (Tq, Tk)
         return (-self.slopes * dist.to(self.slopes.dtype)).unsqueeze(0)  # (1, H, Tq, Tk)
+
+    def score_mod(self, t_q: int, t_k: int) -> ScoreMod:
+        slopes, offset = self.slopes.view(-1), t_k - t_q  # (H,); query q_idx sits at position q_idx + offset
+
+        def alibi(score, b, h, q_idx, kv_idx):
+            return score - slopes[h] * (q_idx + offset - kv_idx).clamp(min=0).to(slopes.dtype)
+
+        return alibi

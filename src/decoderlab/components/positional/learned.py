@@ -20,6 +20,8 @@ class LearnedConfig(ComponentConfig):
     max_positions: int | None = None
 
     def check(self, model_cfg: Any) -> list[str]:
+        if self.max_positions is not None and self.max_positions < 1:
+            return [f"model.positional.max_positions must be positive, got {self.max_positions}"]
         if self.max_positions is not None and self.max_positions < int(model_cfg.block_size):
             return [
                 f"model.positional.max_positions={self.max_positions} is smaller than model.block_size="
@@ -32,21 +34,17 @@ class LearnedConfig(ComponentConfig):
 class Learned(Positional):
     """A learned table of one vector per absolute position, added to the token embeddings."""
 
-    has_embed = True
-
     def __init__(self, cfg: LearnedConfig, dims: ModelDims):
         super().__init__()
-        if cfg.max_positions is not None and cfg.max_positions < 1:
-            raise ValueError(f"model.positional.max_positions must be positive, got {cfg.max_positions}")
         self.max_positions = cfg.max_positions or dims.block_size
         self.wpe = nn.Embedding(self.max_positions, dims.d_model)
 
-    def embed(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        last = int(pos[-1])
+    def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        last = start + x.shape[1] - 1  # Python ints: checked before (or while tracing) the graph, never synced
         if last >= self.max_positions:
             raise PositionRangeError(
                 f"learned positions have a table of {self.max_positions} positions, but position {last} was "
                 f"requested: a learned encoding cannot represent positions it never trained. Crop the context to "
                 f"{self.max_positions} tokens or use an encoding that extrapolates (rope, alibi, t5, sinusoidal)."
             )
-        return x + self.wpe(pos)  # (B, T, d) + (T, d)
+        return x + self.wpe.weight[start:last + 1]  # (B, T, d) + (T, d): a slice, no gather

@@ -21,5 +21,7 @@ class NoPEConfig(ComponentConfig):
 class NoPE(Positional):
     """No positional signal at all: all three hooks are the identity (order comes only from the causal mask)."""
 
+    position_free = True
+
     def __init__(self, cfg: NoPEConfig, dims: ModelDims):
         super().__init__()

@@ -142,17 +142,17 @@ class Rotary(Positional):
     """Base of rotary encodings: per-position tables for q and k, built in float64 and grown on demand.
 
     Subclasses pass ``inv_freq`` (R/2,) float64 and may override :meth:`magnitudes` (xPos scales q and k).
-    The float64 master tables live on the CPU (not buffers: ``model.to(bf16)`` must not round them); a copy per
-    (dtype, device) in use is derived once, so the hot path only slices.
+    The float64 master tables live on the CPU (not buffers: ``model.to(bf16)`` must not round them). Copies in
+    float32 (float64 for float64 inputs) on the module's device are derived when the module moves, outside any
+    compiled graph, so the hot path only slices them at Python-int offsets.
     """
-
-    has_rotate = True
 
     def __init__(self, impl: str, head_dim: int, inv_freq: torch.Tensor, block_size: int):
         super().__init__()
         self.impl, self.head_dim, self.inv_freq = impl, head_dim, inv_freq
         self.rot = 2 * inv_freq.numel()
         self._cache_len = 0
+        self._device = torch.get_default_device()  # meta under `with torch.device("meta")` (parameter counting)
         self._extend(block_size)
 
     def magnitudes(self, pos: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
@@ -174,41 +174,56 @@ class Rotary(Positional):
         mag_q, mag_k = self.magnitudes(pos)
         self._master_q = self._table(angles, mag_q)
         self._master_k = self._master_q if mag_k is mag_q else self._table(angles, mag_k)
-        self._derived: dict[tuple[torch.dtype, torch.device, bool], tuple[torch.Tensor, torch.Tensor]] = {}
         self._cache_len = n_pos
+        self._derived: dict[tuple[torch.device, bool], dict[str, torch.Tensor]] = {}
+        self._derive(self._device, False)
 
-    def _cast(self, dtype: torch.dtype, device: torch.device, pairs: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (dtype, device, pairs)
-        if key not in self._derived:
+    def _derive(self, device: torch.device, f64: bool) -> dict[str, torch.Tensor]:
+        """The master tables cast to (complex)float32 or float64 on ``device``, plus their real-pair views."""
+        dtype = (torch.complex128 if f64 else torch.complex64) if self.impl == "complex" else (
+            torch.float64 if f64 else torch.float32)
+        out = {"q": self._master_q.to(device, dtype)}
+        out["k"] = out["q"] if self._master_k is self._master_q else self._master_k.to(device, dtype)
+        if self.impl == "complex":
+            out["q_pairs"], out["k_pairs"] = torch.view_as_real(out["q"]), torch.view_as_real(out["k"])
+        self._derived[(device, f64)] = out
+        return out
 
-            def cast(t: torch.Tensor) -> torch.Tensor:
-                return (torch.view_as_real(t) if pairs else t).to(device=device, dtype=dtype)
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - nn.Module's signature
+        """Follow ``.to()``/``.cuda()`` moves with the derived tables (outside any graph), keeping their precision."""
+        super()._apply(fn, recurse)
+        probe = fn(torch.zeros((), device=self._device))
+        self._device = probe.device
+        self._derive(probe.device, probe.dtype == torch.float64)
+        return self
 
-            tq = cast(self._master_q)
-            self._derived[key] = (tq, tq if self._master_k is self._master_q else cast(self._master_k))
-        return self._derived[key]
+    def reserve(self, n_positions: int) -> None:
+        """Grow the tables to cover positions [0, n_positions) (doubling, so growth is rare)."""
+        if n_positions > self._cache_len:
+            self._extend(max(n_positions, 2 * self._cache_len))
 
-    def tables(self, pos: torch.Tensor, dtype: torch.dtype, pairs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """The q and k tables at positions ``pos`` (T,) for inputs of ``dtype`` (``pairs``: complex as (..., 2))."""
-        n = int(pos[-1]) + 1
-        if n > self._cache_len:
-            self._extend(max(n, 2 * self._cache_len))
-        if self.impl == "complex" and not pairs:
-            dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-        tq, tk = self._cast(dtype, pos.device, pairs)
+    def tables(self, start: int, length: int, like: torch.Tensor, pairs: bool = False) -> tuple[torch.Tensor, ...]:
+        """The q and k tables at positions ``start .. start + length - 1`` for inputs like ``like``.
+
+        ``pairs``: complex tables as (..., 2) real pairs. Python-int offsets: a slice, no gather, no host sync.
+        """
+        self.reserve(start + length)
+        key = (like.device, like.dtype == torch.float64)
+        derived = self._derived[key] if key in self._derived else self._derive(*key)
+        tq, tk = (derived["q_pairs"], derived["k_pairs"]) if pairs else (derived["q"], derived["k"])
         dim = 1 if self.impl == "rotate_half" else 0  # the position axis of the table
-        if pos.numel() == n and int(pos[0]) == 0:  # the common case (0..T-1): a slice, no gather
-            return tq.narrow(dim, 0, n), tk.narrow(dim, 0, n)
-        return tq.index_select(dim, pos), tk.index_select(dim, pos)
+        return tq.narrow(dim, start, length), tk.narrow(dim, start, length)
 
-    def rotate(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        t = q.shape[-2]
         if self.impl == "rotate_half":
-            tq, tk = self.tables(pos, q.dtype)
-            return apply_rotate_half(q, tq), apply_rotate_half(k, tk)
+            tq, tk = self.tables(start, t, q)
+            return apply_rotate_half(q, tq.to(q.dtype)), apply_rotate_half(k, tk.to(k.dtype))
         pairs = torch.compiler.is_compiling()  # same math and layout in real ops, which Inductor can fuse
-        tq, tk = self.tables(pos, q.dtype, pairs)
-        apply = apply_pairs if pairs else apply_complex
-        return apply(q, tq), apply(k, tk)
+        tq, tk = self.tables(start, t, q, pairs)
+        if pairs:
+            return apply_pairs(q, tq.to(q.dtype)), apply_pairs(k, tk.to(k.dtype))
+        return apply_complex(q, tq), apply_complex(k, tk)
 
 
 @POSITIONAL.register("rope", RopeConfig)
@@ -216,9 +231,6 @@ class Rope(Rotary):
     """Rotates query/key pairs by pos * theta_i so that scores depend only on m - n; optional partial/scaled."""
 
     def __init__(self, cfg: RopeConfig, dims: ModelDims):
-        problems = rope_problems(cfg, dims.head_dim)
-        if problems:
-            raise ValueError("rope: " + "; ".join(problems))
         rot = int(dims.head_dim * cfg.fraction)
         inv_freq, mscale = scaled_inv_freq(
             rot, cfg.base, cfg.scaling, cfg.factor, cfg.original_max_positions, cfg.beta_fast, cfg.beta_slow

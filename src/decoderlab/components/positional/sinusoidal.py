@@ -40,22 +40,22 @@ def sinusoid_table(n_pos: int, d_model: int, base: float, offset: int = 0) -> to
 class Sinusoidal(Positional):
     """Fixed sinusoidal absolute positions added to (sqrt(d)-scaled) token embeddings."""
 
-    has_embed = True
-
     def __init__(self, cfg: SinusoidalConfig, dims: ModelDims):
         super().__init__()
-        if dims.d_model % 2:
-            raise ValueError(f"sinusoidal positions need an even d_model, got {dims.d_model}")
         self.base = cfg.base
         self.scale = math.sqrt(dims.d_model) if cfg.scale_embeddings else 1.0
         self.register_buffer("pe", sinusoid_table(dims.block_size, dims.d_model, cfg.base), persistent=False)
 
+    def reserve(self, n_positions: int) -> None:
+        """Grow the table to cover positions [0, n_positions), so lengths past block_size work."""
+        if n_positions > self.pe.shape[0]:
+            self.pe = sinusoid_table(n_positions, self.pe.shape[1], self.base).to(self.pe.device, self.pe.dtype)
+
     def table(self, n_pos: int) -> torch.Tensor:
-        """PE rows for positions [0, n_pos); grown on demand, so lengths past block_size work."""
-        if n_pos > self.pe.shape[0]:
-            self.pe = sinusoid_table(n_pos, self.pe.shape[1], self.base).to(self.pe.device)
+        """PE rows for positions [0, n_pos)."""
+        self.reserve(n_pos)
         return self.pe[:n_pos]
 
-    def embed(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        pe = self.table(int(pos[-1]) + 1)[pos]  # (T, d)
+    def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        pe = self.table(start + x.shape[1])[start:]  # (T, d)
         return x * self.scale + pe.to(x.dtype)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from decoderlab.components.base import ModelDims
-from decoderlab.components.positional import POSITIONAL, Positional
+from decoderlab.components.positional import POSITIONAL, Positional, ScoreMod
 from decoderlab.registry import ComponentConfig
 
 
@@ -19,7 +19,7 @@ class T5Config(ComponentConfig):
     num_buckets: int = 32
     max_distance: int = 128
 
-    def check(self, model_cfg: Any = None) -> list[str]:
+    def check(self, model_cfg: Any) -> list[str]:
         if self.num_buckets < 2 or self.max_distance <= self.num_buckets // 2:
             return [
                 f"model.positional.num_buckets={self.num_buckets} and model.positional.max_distance="
@@ -48,16 +48,23 @@ def t5_bucket(distance: torch.Tensor, num_buckets: int, max_distance: int) -> to
 class T5Bias(Positional):
     """A learned scalar per (bucketed relative distance, head), added to the attention scores."""
 
-    has_bias = True
-
     def __init__(self, cfg: T5Config, dims: ModelDims):
         super().__init__()
-        problems = cfg.check()
-        if problems:
-            raise ValueError("t5: " + "; ".join(problems))
         self.num_buckets, self.max_distance = cfg.num_buckets, cfg.max_distance
         self.rel_bias = nn.Embedding(cfg.num_buckets, dims.n_heads)
 
-    def bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+    def bias(self, t_q: int, t_k: int) -> torch.Tensor:
+        # Queries are the last t_q of t_k positions.
+        device = self.rel_bias.weight.device
+        q_pos, k_pos = torch.arange(t_k - t_q, t_k, device=device), torch.arange(t_k, device=device)
         buckets = t5_bucket(q_pos[:, None] - k_pos[None, :], self.num_buckets, self.max_distance)  # (Tq, Tk)
         return self.rel_bias(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, H, Tq, Tk)
+
+    def score_mod(self, t_q: int, t_k: int) -> ScoreMod:
+        table, offset = self.rel_bias.weight, t_k - t_q  # (num_buckets, H); query q_idx is at q_idx + offset
+        n, max_d = self.num_buckets, self.max_distance
+
+        def t5(score, b, h, q_idx, kv_idx):
+            return score + table[t5_bucket(q_idx + offset - kv_idx, n, max_d), h].to(score.dtype)
+
+        return t5
