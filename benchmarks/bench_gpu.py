@@ -46,10 +46,10 @@ PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "H800": 989.0, "GH200": 989.0,
                     "RTX 3090": 71.0, "V100": 125.0}
 SHAPES = {
     "gpt2": dict(overrides=["model.n_layers=12", "model.n_heads=12", "model.d_model=768", "model.block_size=1024",
-                            "data.batch_size=16"], vocab=50304),
+                            "loader.batch_size=16"], vocab=50304),
     "default": dict(overrides=[], vocab=50304),
     "smoke": dict(overrides=["model.n_layers=2", "model.n_heads=2", "model.d_model=32", "model.block_size=32",
-                             "data.batch_size=4"], vocab=97),
+                             "loader.batch_size=4"], vocab=97),
 }
 
 

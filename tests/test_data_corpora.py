@@ -189,7 +189,7 @@ def test_an_interrupted_build_leaves_no_complete_cache(tmp_path: Path, monkeypat
     monkeypatch.setattr(ShardEncoder, "__call__", real)
     data = build(cfg)
     assert data.built and data.directory == entry
-    assert sorted(p.name for p in entry.iterdir()) == ["meta.json", "tokenizer.json", "train.bin", "val.bin"]
+    assert sorted(p.name for p in entry.iterdir()) == ["meta.json", "tokenizer.decoderlab.json", "tokenizer.json", "train.bin", "val.bin"]
 
 
 def test_hf_never_downloads_and_names_what_is_missing(tmp_path: Path):

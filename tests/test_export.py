@@ -113,6 +113,15 @@ def test_cli_exports_a_checkpoint(tmp_path):
     assert_same(model, hf, tok)
 
 
+def test_cli_names_a_missing_source_and_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "nowhere"), str(tmp_path / "out")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nowhere" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("overrides, named", [
     ({"positional": {"name": "alibi"}}, "model/positional=alibi"),
     ({"positional": {"name": "rope", "fraction": 0.5}}, "model/positional=rope fraction=0.5"),

@@ -218,5 +218,5 @@ def test_intermediate_validations_score_a_sample_and_the_final_one_everything(tm
     assert out.returncode == 0, out.stderr[-3000:]
     val = [(int(r["step"]), float(r["val/windows"]), float(r["val/loss"])) for r in _metrics(run) if r["val/loss"]]
     assert [w for _, w, _ in val[:-1]] == [3.0] * (len(val) - 1) and len(val) >= 2  # steps 3 and 6: the sample
-    assert val[-1][:2] == (6, 8.0)  # the final validation: all 8 windows (data.val_max_windows=8)
+    assert val[-1][:2] == (6, 8.0)  # the final validation: all 8 windows (loader.val_max_windows=8)
     assert json.loads((run / "summary.json").read_text())["val_loss"] == pytest.approx(val[-1][2])

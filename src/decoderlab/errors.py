@@ -31,14 +31,15 @@ class PositionRangeError(UserError):
 
 def print_user_error(e: BaseException) -> None:
     """``error: <message>`` on stderr, the word in bold red."""
-    Console(stderr=True).print(Text("error: ", style="bold red") + Text(str(e)))
+    # soft_wrap: the terminal wraps; a path in the message must stay one string (copyable, greppable).
+    Console(stderr=True, soft_wrap=True).print(Text("error: ", style="bold red") + Text(str(e)))
 
 
 @contextlib.contextmanager
-def exit_on_user_error() -> Iterator[None]:
-    """In a command-line tool's main: a :class:`UserError` becomes :func:`print_user_error` and exit status 1."""
+def exit_on_user_error(code: int = 1) -> Iterator[None]:
+    """In a command-line tool's main: a :class:`UserError` becomes :func:`print_user_error` and exit ``code``."""
     try:
         yield
     except UserError as e:
         print_user_error(e)
-        sys.exit(1)
+        sys.exit(code)

@@ -30,7 +30,7 @@ import torch
 from decoderlab import checkpoint
 from decoderlab.components import ATTENTION, FFN, NORM, PLACEMENT, POSITIONAL
 from decoderlab.components.tokenizers import Tokenizer
-from decoderlab.errors import UserError
+from decoderlab.errors import UserError, exit_on_user_error
 from decoderlab.model import Decoder
 
 log = logging.getLogger("decoderlab")
@@ -278,12 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("decoderlab-export: needs transformers (pip install 'decoderlab[hf]')", file=sys.stderr)
         return 2
-    try:
+    with exit_on_user_error(2):
         model, tokenizer = load_model(args.source)
         export_hf(model, tokenizer, args.out)
-    except UserError as e:
-        print(f"decoderlab-export: {e}", file=sys.stderr)
-        return 2
     return 0
 
 

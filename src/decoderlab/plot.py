@@ -281,12 +281,10 @@ def main(argv: list[str] | None = None) -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         if args.names:
             parser.error("--run draws the run's own encoding: give no names with it")
-        from decoderlab.errors import UserError
+        from decoderlab.errors import exit_on_user_error
 
-        try:
+        with exit_on_user_error(2):
             plot_run(args.run, args.out)
-        except UserError as e:
-            parser.exit(2, f"decoderlab-plot: {e}\n")
         return
     unknown = [n for n in args.names if n not in POSITIONAL]
     if unknown:

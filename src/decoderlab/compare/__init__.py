@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from decoderlab.errors import UserError
+from decoderlab.errors import exit_on_user_error
 
 log = logging.getLogger("decoderlab.compare")
 
@@ -103,14 +102,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = args.out or default_out(args.paths)
-    try:
+    with exit_on_user_error(2):
         files = build_report(args.paths, out, args.group_by.split(",") if args.group_by else None, args.metric)
-    except UserError as e:
-        from rich.console import Console
-        from rich.text import Text
-
-        Console(stderr=True).print(Text("error: ", style="bold red") + Text(str(e)))
-        sys.exit(2)
     log.info("report: %s", files["html"])
     for kind, path in files.items():
         log.info("  %-16s %s", kind, path)
