@@ -35,6 +35,7 @@ from decoderlab.data.tokenize import (
     split_text,
 )
 from decoderlab.errors import DataError
+from decoderlab.rundir import write_json
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 2
@@ -137,9 +138,7 @@ def _build(corpus: Corpus, tokenizer: Tokenizer, directory: Path, rule: str) -> 
             "build": {"seconds": round(rate.seconds(), 3), "num_proc": num_proc,
                       "text_mb_per_s": round(totals["text_bytes"] / 1e6 / rate.seconds(), 3)}}
     tokenizer.save(directory)
-    meta_tmp = directory / f".meta.json.{os.getpid()}.tmp"
-    meta_tmp.write_text(json.dumps(meta, indent=2))
-    meta_tmp.replace(directory / "meta.json")  # written last: its presence marks a complete cache
+    write_json(directory / "meta.json", meta)  # written last: its presence marks a complete cache
     log.info("tokenized %s: %d documents, %.1f MB of text in %.1f s (%.1f MB/s, %d processes): %d train / %d val "
              "tokens -> %s", cfg.name, totals["docs"], totals["text_bytes"] / 1e6, rate.seconds(),
              meta["build"]["text_mb_per_s"], num_proc, n_train, n_val, directory)

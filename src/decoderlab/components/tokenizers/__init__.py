@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 
 from decoderlab.errors import UserError
 from decoderlab.registry import Registry, RegistryError
+from decoderlab.rundir import atomic_write
 
 DECODERLAB_FILE = "tokenizer.decoderlab.json"  # full record beside an HF tokenizer.json
 
@@ -112,9 +112,7 @@ class Tokenizer:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, text)
 
 
 TOKENIZERS: Registry[Tokenizer] = Registry("tokenizer", Tokenizer)
