@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
@@ -108,7 +109,7 @@ def build_trainer(cfg: DictConfig, out: Path, loggers: list[Any], timer: TrainTi
     kwargs.update(OmegaConf.to_container(t.extra, resolve=True))
     try:
         return L.Trainer(**kwargs)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, MisconfigurationException) as e:  # Lightning's word for a bad Trainer setting
         raise ConfigError(f"trainer: {e}") from None
 
 

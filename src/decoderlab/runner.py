@@ -19,6 +19,7 @@ from decoderlab.components.tokenizers import TOKENIZERS
 from decoderlab.config import validate
 from decoderlab.data import CORPORA, prepare
 from decoderlab.errors import ConfigError
+from decoderlab.hardware import device_problems
 from decoderlab.model import Decoder
 from decoderlab.report import print_summary
 from decoderlab.sizing import build_model_config, ffn_hidden
@@ -101,6 +102,9 @@ def run(cfg: DictConfig, out: Path, fingerprint: str | None = None) -> float | N
     ``status.json``: a re-run skips a job whose status is "completed" with the same fingerprint.
     """
     validate(cfg)
+    problems = device_problems(cfg.trainer)
+    if problems:
+        raise ConfigError("this machine cannot run the configuration:\n  - " + "\n  - ".join(problems))
     fp = fingerprint or rundir.fingerprint(cfg)
     rundir.write_status(out, "running", fingerprint=fp)
     if cfg.threads:

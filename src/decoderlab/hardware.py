@@ -1,0 +1,63 @@
+"""What this machine can run: the accelerator, precision and compiler a config asks for, checked before anything runs.
+
+Lightning and torch report these late (at ``Trainer`` construction, or at the first compiled step) and as tracebacks
+from deep inside; :func:`device_problems` turns each into one line naming the key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+GPU_NAMES = ("gpu", "cuda")
+
+
+def target_device(accelerator: str) -> str:
+    """``cuda``, ``mps`` or ``cpu``: where ``trainer.accelerator`` puts the model (``auto`` as Lightning picks)."""
+    if accelerator in GPU_NAMES:
+        return "cuda"
+    if accelerator == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(accelerator)
+
+
+def compiler_problem(device: str, backend: str) -> str | None:
+    """Why ``torch.compile(backend=...)`` cannot run on ``device`` here, or None."""
+    if not torch._dynamo.is_dynamo_supported():
+        return "torch.compile is not supported by this Python/torch build"
+    if backend != "inductor":
+        return None
+    if device == "cuda":
+        from torch.utils._triton import has_triton
+
+        return None if has_triton() else "the inductor backend needs Triton on CUDA (pip install triton)"
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception as e:  # noqa: BLE001 - any failure means no usable C++ compiler
+        return f"the inductor backend needs a C++ compiler on the CPU ({type(e).__name__}: {e})"
+    return None
+
+
+def device_problems(trainer: Any) -> list[str]:
+    """One line per setting of ``trainer`` (the run's TrainerConfig) this machine cannot honour."""
+    out: list[str] = []
+    acc, precision = str(trainer.accelerator), str(trainer.precision)
+    if acc in GPU_NAMES and not torch.cuda.is_available():
+        out.append(f"trainer.accelerator={acc}: no CUDA GPU is visible on this machine; use trainer.accelerator=cpu "
+                   "(or auto)")
+        return out
+    if acc == "mps" and not torch.backends.mps.is_available():
+        out.append("trainer.accelerator=mps: no Apple GPU (MPS) is available here; use trainer.accelerator=cpu")
+        return out
+    device = target_device(acc)
+    if precision.startswith("bf16") and device == "cuda" and not torch.cuda.is_bf16_supported():
+        out.append(f"trainer.precision={precision}: this GPU ({torch.cuda.get_device_name()}) has no bfloat16 "
+                   "support; use 16-mixed or 32-true")
+    if trainer.compile:
+        why = compiler_problem(device, str(getattr(trainer, "compile_backend", "inductor")))
+        if why:
+            out.append(f"trainer.compile=true: {why}; set trainer.compile=false or trainer.compile_backend=aot_eager")
+    return out
