@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, run_cli
 
+from conftest import TINY, run_cli
 from decoderlab import hardware
 from decoderlab.config import TrainerConfig
 
