@@ -292,3 +292,43 @@ def test_compile_traces_the_training_step_backward_and_reuses_the_validation_gra
 def test_the_state_dict_holds_the_model_once_under_its_own_keys():
     lit = _lit(cls=LitDecoder)
     assert sorted(lit.state_dict()) == sorted(f"model.{k}" for k in lit.model.state_dict())
+
+
+def _shard_norm(rank: int, world: int, port: int, grads: list, out) -> None:
+    import torch.distributed as dist
+
+    from decoderlab.lit import total_grad_norm
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        mine = [g[rank::world] for g in grads]  # a disjoint shard of every gradient, as FSDP holds it
+        out.put((rank, float(total_grad_norm(mine, sharded=True))))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_the_gradient_norm_of_sharded_gradients_is_the_norm_of_all_of_them():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from decoderlab.lit import total_grad_norm
+
+    torch.manual_seed(0)
+    grads = [torch.randn(7, 3), torch.randn(5)]
+    full = float(total_grad_norm(grads))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_shard_norm, args=(r, 2, port, grads, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = dict(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert got[0] == pytest.approx(full, rel=1e-6) and got[1] == pytest.approx(full, rel=1e-6)
+    unsharded = float(torch.nn.utils.get_total_norm([g[0::2] for g in grads]))
+    assert unsharded < full * 0.9  # what each rank alone would have clipped with

@@ -63,6 +63,17 @@ def _host(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu", copy=True)
 
 
+def total_grad_norm(grads: list[torch.Tensor], sharded: bool = False) -> torch.Tensor:
+    """The L2 norm of all gradients; ``sharded``: each rank holds a disjoint shard of them (FSDP), so the squared
+    norms of the shards are summed over the ranks first (one all-reduce)."""
+    norm = torch.nn.utils.get_total_norm(grads)
+    if not sharded:
+        return norm
+    squared = norm.float().pow(2)
+    torch.distributed.all_reduce(squared)
+    return squared.sqrt()
+
+
 class LitDecoder(L.LightningModule):
     """Trains a :class:`Decoder`; logs train loss, lr, grad norm, tokens/s every ``log_every`` steps, val loss
     and bpb. ``trainer`` carries clipping, the divergence policy and compilation (``None``: the defaults)."""
@@ -139,7 +150,7 @@ class LitDecoder(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """One gradient norm for clipping, the grad-norm metric and the divergence check; a bad step is skipped."""
         params = [p for p in self.model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        norm = total_grad_norm([p.grad for p in params], sharded=self._grads_sharded())
         if self.clip_val:
             torch.nn.utils.clip_grads_with_norm_(params, self.clip_val, norm)
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
@@ -154,6 +165,12 @@ class LitDecoder(L.LightningModule):
         if self._log_now():
             self.log("train/grad_norm", _host(norm), on_step=True, on_epoch=False, batch_size=1)
             self.guard.check(self._last_checkpoint())
+
+    def _grads_sharded(self) -> bool:
+        """FSDP: each rank holds a shard of the gradients (DDP's are all-reduced: identical on every rank)."""
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        return isinstance(self.trainer.strategy, FSDPStrategy)
 
     def on_train_end(self) -> None:
         self.guard.check(self._last_checkpoint())
