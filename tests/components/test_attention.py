@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -179,20 +177,13 @@ def test_model_build_runs_the_check_naming_both_keys():
         Decoder(ModelConfig(n_heads=4, d_model=32, attention={"name": "mha", "n_kv_heads": 3}), 8)
 
 
-def test_composed_config_rejects_indivisible_kv_heads():
+def test_composed_config_rejects_indivisible_kv_heads(compose):
     """End to end through Hydra: ``model/attention=gqa model.attention.n_kv_heads=3`` fails validation at start-up."""
-    from hydra import compose, initialize_config_dir
-
-    from decoderlab.config import register_schema, validate
+    from decoderlab.config import validate
     from decoderlab.errors import ConfigError
-    from decoderlab.plugins import load_plugins
 
-    load_plugins()  # core components, corpora and plugins register their ConfigStore nodes
-    register_schema()
-    conf = str(Path(__file__).resolve().parents[2] / "conf")
-    with initialize_config_dir(config_dir=conf, version_base=None):
-        ok = compose("train", overrides=["model/attention=gqa", "model.n_heads=8"])
-        bad = compose("train", overrides=["model/attention=gqa", "model.n_heads=8", "model.attention.n_kv_heads=3"])
+    ok = compose(["model/attention=gqa", "model.n_heads=8"])
+    bad = compose(["model/attention=gqa", "model.n_heads=8", "model.attention.n_kv_heads=3"])
     validate(ok)
     with pytest.raises(ConfigError, match=r"model\.n_heads=8 is not divisible by model\.attention\.n_kv_heads=3"):
         validate(bad)

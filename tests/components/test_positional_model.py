@@ -125,23 +125,8 @@ def test_defaults_pass_their_own_check(name):
     assert not (cfg.check(MODEL) if hasattr(cfg, "check") else [])
 
 
-def compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from decoderlab.cli import all_registries
-    from decoderlab.config import register_schema
-    from decoderlab.train import conf_dir
-
-    all_registries()  # data/tokenizer options (and plugins) that train.yaml's defaults name
-    register_schema()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
-        return compose("train", overrides=overrides)
-
-
 @pytest.mark.parametrize("preset", PRESETS)
-def test_presets_compose_validate_and_build(preset):
+def test_presets_compose_validate_and_build(preset, compose):
     cfg = compose([f"model/positional={preset}"])
     if preset == "rope_yarn":  # the trained context is required: reported by name until it is set
         with pytest.raises(ConfigError, match="model.positional.original_max_positions"):
@@ -152,7 +137,7 @@ def test_presets_compose_validate_and_build(preset):
     assert pe.rotates and cfg.model.positional.name == "rope"
 
 
-def test_validate_reports_rope_nonsense_from_the_command_line():
+def test_validate_reports_rope_nonsense_from_the_command_line(compose):
     cfg = compose(["model/positional=rope", "model.positional.fraction=0.3", "model.positional.scaling=ntk"])
     with pytest.raises(ConfigError) as e:
         validate(cfg)
