@@ -93,7 +93,7 @@ def test_two_concurrent_runs_in_one_directory_one_runs_the_other_is_refused(tmp_
 def test_default_run_directories_of_runs_started_together_differ(tmp_path: Path):
     args = ["decoderlab-train", *TINY, "logger=csv", "--cfg", "hydra", "-p", "hydra.run.dir"]
     dirs = {run_cli(args, cwd=tmp_path).stdout.strip() for _ in range(2)}
-    assert len(dirs) == 2 and all(d.startswith("dir: outputs/") for d in dirs), dirs
+    assert len(dirs) == 2 and all(d.startswith("outputs/") for d in dirs), dirs
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGUSR1, 138)])

@@ -120,6 +120,10 @@ class TrainConfig:
 
 
 def register_schema() -> None:
+    """The schema in Hydra's ConfigStore, and the resolvers ``conf/train.yaml`` uses."""
+    from decoderlab import rundir
+
+    rundir.register_resolvers()
     ConfigStore.instance().store(name="decoderlab_schema", node=TrainConfig, provider="decoderlab")
 
 
