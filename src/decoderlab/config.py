@@ -11,6 +11,7 @@ and checks each component config against its registry entry.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,9 @@ from decoderlab.components.tokenizers import TOKENIZERS
 from decoderlab.data import CORPORA
 from decoderlab.errors import ConfigError
 from decoderlab.model import ModelConfig
+from decoderlab.ranges import range_problems, range_warnings
+
+log = logging.getLogger("decoderlab")
 
 
 @dataclass
@@ -146,15 +150,10 @@ def unknown_keys(node: Any, path: str = "") -> list[str]:
 
 
 def _size_problems(cfg: DictConfig) -> list[str]:
-    m, out = cfg.model, []
-    out += [f"model.{k} must be positive, got {m[k]}" for k in ("n_layers", "n_heads", "d_model", "block_size")
-            if int(m[k]) <= 0]
+    """Every numeric value in its range (:mod:`decoderlab.ranges`), then the model's divisibility rule."""
+    m, out = cfg.model, range_problems(cfg)
     if not out and m.d_model % m.n_heads:
         out.append(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads}")
-    if cfg.optim.lr <= 0:
-        out.append(f"optim.lr must be positive, got {cfg.optim.lr}")
-    if cfg.seed < 0:
-        out.append(f"seed must be >= 0, got {cfg.seed}")
     return out
 
 
@@ -199,3 +198,5 @@ def validate(cfg: DictConfig) -> None:
     problems += _slot_problems(cfg, missing, sizes_ok=not sizes)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    for warning in range_warnings(cfg):
+        log.warning(warning)
