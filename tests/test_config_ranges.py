@@ -60,3 +60,20 @@ def test_bad_values_through_the_cli_end_before_a_run_directory(tmp_path: Path, o
     err = " ".join(out.stderr.split())
     assert out.returncode == 1 and "Traceback" not in out.stderr and f"{override} is out of range" in err, err
     assert not (run / "checkpoints").exists() and not (run / "config.yaml").exists()
+
+
+@pytest.mark.parametrize("arg,valid", [("model/attention=flashh", "gqa, mha, mqa, qk_norm"),
+                                       ("logger=[csv,tensorbord]", "csv, default, none, tensorboard, wandb")])
+def test_an_unknown_option_of_a_group_lists_the_valid_names(arg: str, valid: str):
+    from decoderlab.config import check_group_choices
+    from decoderlab.train import conf_dir
+
+    bad = arg.split("=")[1].strip("[]").split(",")[-1]
+    with pytest.raises(ConfigError, match=f"={bad}: unknown option of group .*; valid: {valid}$"):
+        check_group_choices([arg], Path(conf_dir()))
+    check_group_choices(["model/attention=gqa", "logger=[csv,tensorboard]", "-m", "seed=1,2"], Path(conf_dir()))
+
+
+def test_an_option_set_as_a_value_says_how_to_pick_it(compose):
+    with pytest.raises(ConfigError, match="model.attention=flashh: pick an option with model/attention=<name>"):
+        validate(compose(["model.attention=flashh"]))

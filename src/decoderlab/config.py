@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -157,6 +158,34 @@ def _size_problems(cfg: DictConfig) -> list[str]:
     return out
 
 
+def _registries() -> dict[str, Any]:
+    """Config group -> its registry (``model/positional`` -> POSITIONALS, ``tokenizer``, ``data``)."""
+    return {"tokenizer": TOKENIZERS, "data": CORPORA, **MODEL_REGISTRIES}
+
+
+def group_options(group: str, conf: Path) -> list[str]:
+    """The options of config group ``group``: registered names and YAML presets in ``conf/<group>/``."""
+    names = {p.stem for p in (conf / group).glob("*.yaml")} if (conf / group).is_dir() else set()
+    registry = _registries().get(group)
+    return sorted(names | set(registry.names() if registry is not None else ()))
+
+
+def check_group_choices(args: list[str], conf: Path) -> None:
+    """Raise one line naming the group, the unknown option and the valid ones (``model/attention=flashh``), before
+    Hydra composes (its own message is a page of search paths)."""
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        if key.startswith("hydra") or not ((conf / key).is_dir() or key in _registries()) or "(" in value:
+            continue
+        options = group_options(key, conf)
+        for v in value.strip("[]").split(","):
+            if v.strip() and v.strip() not in options and v.strip() != "null":
+                raise ConfigError(f"{key}={v.strip()}: unknown option of group {key}; valid: {', '.join(options)}")
+
+
 def _slot_problems(cfg: DictConfig, missing: list[str], sizes_ok: bool) -> list[str]:
     """Each component config against its registry entry, then its own cross-slot ``check()``."""
     problems: list[str] = []
@@ -165,6 +194,11 @@ def _slot_problems(cfg: DictConfig, missing: list[str], sizes_ok: bool) -> list[
     for key, registry in slots.items():
         node = OmegaConf.select(cfg, key, throw_on_missing=False)
         if node is None or OmegaConf.is_missing(cfg, key) or any(k.startswith(key + ".") for k in missing):
+            continue
+        if isinstance(node, str):  # model.attention=flashh: an option is picked with the group's / syntax
+            group = key.replace(".", "/")
+            problems.append(f"{key}={node}: pick an option with {group}=<name>; registered: "
+                            f"{', '.join(registry.names())}")
             continue
         try:
             typed = registry.build_config(node)
