@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,6 +188,50 @@ def check_group_choices(args: list[str], conf: Path) -> None:
                 raise ConfigError(f"{key}={v.strip()}: unknown option of group {key}; valid: {', '.join(options)}")
 
 
+# ``_target_`` may name only these (prefixes): Lightning's loggers and decoderlab's own classes. Anything else in a
+# config could run arbitrary code (e.g. ``torch.load``) just by being composed.
+TARGET_ALLOWLIST = ("lightning.pytorch.loggers.", "pytorch_lightning.loggers.", "decoderlab.")
+SECRET_KEY = re.compile(r"(^|_)(api_?key|token|password|passwd|secret|access_key|private_key)$", re.IGNORECASE)
+
+
+def _walk(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _walk(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _walk(v, f"{path}[{i}]")
+    else:
+        yield path, node
+
+
+def is_literal_secret(key: str, value: Any) -> bool:
+    """A secret-looking key (``api_key``, ``token``, ``password`` ...) holding a literal, not ``${oc.env:...}``."""
+    name = key.rsplit(".", 1)[-1].split("=")[0].lstrip("+~")
+    return bool(SECRET_KEY.search(name)) and isinstance(value, str) and bool(value) and "${" not in value
+
+
+def safety_problems(cfg: DictConfig) -> list[str]:
+    """``_target_`` outside the allowlist and literal secrets, named by key (values unresolved: never printed)."""
+    out = []
+    for key, value in _walk(OmegaConf.to_container(cfg, resolve=False)):
+        if key.endswith("_target_") and not str(value).startswith(TARGET_ALLOWLIST):
+            out.append(f"{key}={value}: not an allowed _target_ (allowed: {', '.join(TARGET_ALLOWLIST)}*)")
+        elif is_literal_secret(key, value):
+            out.append(f"{key}: a literal secret is refused (it would be saved with the run); use "
+                       f"${{oc.env:VARIABLE}} or the tool's own environment variable (e.g. WANDB_API_KEY)")
+    return out
+
+
+def check_no_secret_overrides(args: list[str]) -> None:
+    """Refuse a literal secret on the command line before Hydra records the overrides in the run directory."""
+    for arg in args:
+        if "=" in arg and not arg.startswith("-") and is_literal_secret(*arg.split("=", 1)):
+            raise ConfigError(f"{arg.split('=', 1)[0].lstrip('+~')}: a literal secret on the command line is refused "
+                              f"(Hydra saves every override); use ${{oc.env:VARIABLE}} or the tool's environment "
+                              f"variable (e.g. WANDB_API_KEY)")
+
+
 def _slot_problems(cfg: DictConfig, missing: list[str], sizes_ok: bool) -> list[str]:
     """Each component config against its registry entry, then its own cross-slot ``check()``."""
     problems: list[str] = []
@@ -227,6 +273,7 @@ def validate(cfg: DictConfig) -> None:
     if missing:
         problems.append("missing value(s), set them on the command line: " + ", ".join(missing))
     problems += [_unknown(k) for k in unknown_keys(cfg)]
+    problems += safety_problems(cfg)
     sizes = [] if missing else _size_problems(cfg)
     problems += sizes
     problems += _slot_problems(cfg, missing, sizes_ok=not sizes)

@@ -20,6 +20,7 @@ from decoderlab.config import validate
 from decoderlab.data import CORPORA, prepare
 from decoderlab.errors import ConfigError
 from decoderlab.model import Decoder
+from decoderlab.plugins import loaded
 from decoderlab.report import print_summary
 from decoderlab.sizing import build_model_config, ffn_hidden
 from decoderlab.vocab import maybe_init_from
@@ -102,6 +103,8 @@ def run(cfg: DictConfig, out: Path, fingerprint: str | None = None, catcher: Any
     (:class:`decoderlab.preempt.SignalCatcher`) turns a preemption signal during training into a checkpoint.
     """
     validate(cfg)
+    for plugin, state in loaded().items():  # train.log records which code took part
+        log.info("plugin %s: %s", plugin, state)
     text = saved_config(cfg)
     resumed = resume.resuming()
     if resumed is not None:

@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from decoderlab import resume, rundir
-from decoderlab.config import check_group_choices, register_schema
+from decoderlab.config import check_group_choices, check_no_secret_overrides, register_schema
 from decoderlab.errors import UserError, exit_on_user_error, print_user_error
 from decoderlab.plan import PLAN_ENV, plan_requested, plan_row, print_plan
 from decoderlab.plugins import load_plugins
@@ -167,6 +167,7 @@ def main() -> None:
         sys.argv[1:] = _cli_args(sys.argv[1:])
         _prepare_process()
         check_group_choices(sys.argv[1:], Path(conf_dir()))  # after plugins: their options count
+        check_no_secret_overrides(sys.argv[1:])
     app = hydra.main(version_base=None, config_path=conf_dir(), config_name="train")(task)
     fd, session_file = tempfile.mkstemp(prefix="decoderlab-session-", suffix=".jsonl")
     os.close(fd)
