@@ -117,3 +117,24 @@ def test_a_signal_saves_the_current_step_and_resume_loses_none(tmp_path: Path, s
     out = run_cli(["decoderlab-train", "--resume", str(run), f"trainer.max_steps={step + 3}"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert _train_steps(run) == list(range(step + 3)) and _status(run)["status"] == "completed"
+
+
+def test_signal_catcher_stops_at_once_or_defers_and_passes_the_signal_on():
+    from decoderlab.preempt import Preempted, SignalCatcher
+
+    seen = []
+    old = signal.signal(signal.SIGUSR1, lambda s, f: seen.append(s))  # e.g. submitit's requeue handler
+    try:
+        catcher = SignalCatcher().install()
+        with pytest.raises(Preempted) as stop:  # start-up: at once
+            os.kill(os.getpid(), signal.SIGUSR1)
+        assert stop.value.exit_code == 138 and seen == []
+        catcher.signum, catcher.deferring = None, True  # training: recorded, the loop stops at the step boundary
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert catcher.signum == signal.SIGTERM
+        catcher.forward(signal.SIGUSR1)
+        assert seen == [signal.SIGUSR1]
+        catcher.restore()
+        assert signal.getsignal(signal.SIGTERM) is not catcher._handle
+    finally:
+        signal.signal(signal.SIGUSR1, old)

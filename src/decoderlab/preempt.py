@@ -49,6 +49,12 @@ class SignalCatcher:
                 self._previous[sig] = prev
         return self
 
+    def forward(self, signum: int) -> None:
+        """Hand the signal to the handler that was installed before ours (submitit's SIGUSR1 requeue), if any."""
+        prev = self._previous.get(signum)
+        if callable(prev) and prev is not signal.default_int_handler:
+            prev(signum, None)
+
     def restore(self) -> None:
         for sig, prev in self._previous.items():
             signal.signal(sig, prev if prev is not None else signal.SIG_DFL)

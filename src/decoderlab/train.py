@@ -71,6 +71,7 @@ def task(cfg: Any) -> float | None:
         _status(held, out, "interrupted", fingerprint=fp, step=p.step, signal=p.name)
         where = f"at step {p.step} (checkpoint saved)" if p.step is not None else "before training started"
         log.warning("interrupted by %s %s; continue with: decoderlab-train --resume %s", p.name, where, out)
+        catcher.forward(p.signum)  # e.g. submitit's SIGUSR1 handler requeues the job
         raise SystemExit(p.exit_code) from None
     except UserError as e:
         _status(held, out, "failed", error=str(e))
