@@ -84,9 +84,9 @@ def test_saved_config_never_resolves_logger_secrets(monkeypatch, compose):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("model.n_heads=0", "model.n_heads must be positive, got 0"),
-    ("optim.lr=0", "optim.lr must be positive, got 0.0"),
-    ("seed=-1", "seed must be >= 0, got -1"),
+    ("model.n_heads=0", r"model.n_heads=0 is out of range: allowed \[1, inf\)"),
+    ("optim.lr=0", r"optim.lr=0.0 is out of range: allowed \(0, inf\)"),
+    ("seed=-1", r"seed=-1 is out of range: allowed \[0, inf\)"),
 ])
 def test_sizes_lr_and_seed_are_checked_before_anything_divides_by_them(override, message, compose):
     with pytest.raises(ConfigError, match=message):

@@ -86,8 +86,8 @@ def test_resume_from_checkpoint_continues_exactly(tmp_path: Path, tiny_corpus: P
 
 
 ERRORS = [
-    (["model/positional=ropee"], ["Could not find 'model/positional/ropee'", "Available options", "rope",
-                                  "sinusoidal", "t5"]),
+    (["model/positional=ropee"], ["model/positional=ropee: unknown option of group model/positional; valid: alibi,",
+                                  "rope", "sinusoidal", "t5"]),
     (["+model.n_layr=4"], ["unknown key 'model.n_layr'"]),
     (["model.n_layers=abc"], ["model.n_layers", "Integer"]),
     (["model.positional.base=3"], ["Key 'base' not in 'LearnedConfig'", "model.positional.base"]),
@@ -97,7 +97,7 @@ ERRORS = [
 @pytest.mark.parametrize("overrides,expected", ERRORS, ids=[e[0][0] for e in ERRORS])
 def test_config_errors_are_clear_without_traceback(tmp_path: Path, overrides, expected):
     out, run = _train(tmp_path, "logger=csv", *overrides)
-    text = out.stdout + out.stderr
+    text = " ".join((out.stdout + out.stderr).split())  # rich wraps long lines
     assert out.returncode != 0
     for e in expected:
         assert e in text, text
@@ -115,7 +115,7 @@ def test_corpus_errors_give_numbers_and_a_failed_status(tmp_path: Path):
         out, run = _train(tmp_path, "logger=csv", "data=text", f"data.paths=[{path}]", name=path.stem)
         text = out.stdout + out.stderr
         assert out.returncode == 1 and "Traceback" not in text
-        assert expected in " ".join(text.split())
+        assert expected.replace(" ", "") in "".join(text.split())  # rich folds a long path anywhere
         assert json.loads((run / "status.json").read_text())["status"] == "failed"
         assert not (run / "checkpoints").exists() and not (run / "summary.json").exists()
 

@@ -11,7 +11,11 @@ and checks each component config against its registry entry.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -22,6 +26,9 @@ from decoderlab.components.tokenizers import TOKENIZERS
 from decoderlab.data import CORPORA
 from decoderlab.errors import ConfigError
 from decoderlab.model import ModelConfig
+from decoderlab.ranges import range_problems, range_warnings
+
+log = logging.getLogger("decoderlab")
 
 
 @dataclass
@@ -120,6 +127,10 @@ class TrainConfig:
 
 
 def register_schema() -> None:
+    """The schema in Hydra's ConfigStore, and the resolvers ``conf/train.yaml`` uses."""
+    from decoderlab import rundir
+
+    rundir.register_resolvers()
     ConfigStore.instance().store(name="decoderlab_schema", node=TrainConfig, provider="decoderlab")
 
 
@@ -142,16 +153,83 @@ def unknown_keys(node: Any, path: str = "") -> list[str]:
 
 
 def _size_problems(cfg: DictConfig) -> list[str]:
-    m, out = cfg.model, []
-    out += [f"model.{k} must be positive, got {m[k]}" for k in ("n_layers", "n_heads", "d_model", "block_size")
-            if int(m[k]) <= 0]
+    """Every numeric value in its range (:mod:`decoderlab.ranges`), then the model's divisibility rule."""
+    m, out = cfg.model, range_problems(cfg)
     if not out and m.d_model % m.n_heads:
         out.append(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads}")
-    if cfg.optim.lr <= 0:
-        out.append(f"optim.lr must be positive, got {cfg.optim.lr}")
-    if cfg.seed < 0:
-        out.append(f"seed must be >= 0, got {cfg.seed}")
     return out
+
+
+def _registries() -> dict[str, Any]:
+    """Config group -> its registry (``model/positional`` -> POSITIONALS, ``tokenizer``, ``data``)."""
+    return {"tokenizer": TOKENIZERS, "data": CORPORA, **MODEL_REGISTRIES}
+
+
+def group_options(group: str, conf: Path) -> list[str]:
+    """The options of config group ``group``: registered names and YAML presets in ``conf/<group>/``."""
+    names = {p.stem for p in (conf / group).glob("*.yaml")} if (conf / group).is_dir() else set()
+    registry = _registries().get(group)
+    return sorted(names | set(registry.names() if registry is not None else ()))
+
+
+def check_group_choices(args: list[str], conf: Path) -> None:
+    """Raise one line naming the group, the unknown option and the valid ones (``model/attention=flashh``), before
+    Hydra composes (its own message is a page of search paths)."""
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        if key.startswith("hydra") or not ((conf / key).is_dir() or key in _registries()) or "(" in value:
+            continue
+        options = group_options(key, conf)
+        for v in value.strip("[]").split(","):
+            if v.strip() and v.strip() not in options and v.strip() != "null":
+                raise ConfigError(f"{key}={v.strip()}: unknown option of group {key}; valid: {', '.join(options)}")
+
+
+# ``_target_`` may name only these (prefixes): Lightning's loggers and decoderlab's own classes. Anything else in a
+# config could run arbitrary code (e.g. ``torch.load``) just by being composed.
+TARGET_ALLOWLIST = ("lightning.pytorch.loggers.", "pytorch_lightning.loggers.", "decoderlab.")
+SECRET_KEY = re.compile(r"(^|_)(api_?key|token|password|passwd|secret|access_key|private_key)$", re.IGNORECASE)
+
+
+def _walk(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _walk(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _walk(v, f"{path}[{i}]")
+    else:
+        yield path, node
+
+
+def is_literal_secret(key: str, value: Any) -> bool:
+    """A secret-looking key (``api_key``, ``token``, ``password`` ...) holding a literal, not ``${oc.env:...}``."""
+    name = key.rsplit(".", 1)[-1].split("=")[0].lstrip("+~")
+    return bool(SECRET_KEY.search(name)) and isinstance(value, str) and bool(value) and "${" not in value
+
+
+def safety_problems(cfg: DictConfig) -> list[str]:
+    """``_target_`` outside the allowlist and literal secrets, named by key (values unresolved: never printed)."""
+    out = []
+    for key, value in _walk(OmegaConf.to_container(cfg, resolve=False)):
+        if key.endswith("_target_") and not str(value).startswith(TARGET_ALLOWLIST):
+            out.append(f"{key}={value}: not an allowed _target_ (allowed: {', '.join(TARGET_ALLOWLIST)}*)")
+        elif is_literal_secret(key, value):
+            out.append(f"{key}: a literal secret is refused (it would be saved with the run); use "
+                       f"${{oc.env:VARIABLE}} or the tool's own environment variable (e.g. WANDB_API_KEY)")
+    return out
+
+
+def check_no_secret_overrides(args: list[str]) -> None:
+    """Refuse a literal secret on the command line before Hydra records the overrides in the run directory."""
+    for arg in args:
+        if "=" in arg and not arg.startswith("-") and is_literal_secret(*arg.split("=", 1)):
+            raise ConfigError(f"{arg.split('=', 1)[0].lstrip('+~')}: a literal secret on the command line is refused "
+                              f"(Hydra saves every override); use ${{oc.env:VARIABLE}} or the tool's environment "
+                              f"variable (e.g. WANDB_API_KEY)")
 
 
 def _slot_problems(cfg: DictConfig, missing: list[str], sizes_ok: bool) -> list[str]:
@@ -162,6 +240,11 @@ def _slot_problems(cfg: DictConfig, missing: list[str], sizes_ok: bool) -> list[
     for key, registry in slots.items():
         node = OmegaConf.select(cfg, key, throw_on_missing=False)
         if node is None or OmegaConf.is_missing(cfg, key) or any(k.startswith(key + ".") for k in missing):
+            continue
+        if isinstance(node, str):  # model.attention=flashh: an option is picked with the group's / syntax
+            group = key.replace(".", "/")
+            problems.append(f"{key}={node}: pick an option with {group}=<name>; registered: "
+                            f"{', '.join(registry.names())}")
             continue
         try:
             typed = registry.build_config(node)
@@ -190,8 +273,11 @@ def validate(cfg: DictConfig) -> None:
     if missing:
         problems.append("missing value(s), set them on the command line: " + ", ".join(missing))
     problems += [_unknown(k) for k in unknown_keys(cfg)]
+    problems += safety_problems(cfg)
     sizes = [] if missing else _size_problems(cfg)
     problems += sizes
     problems += _slot_problems(cfg, missing, sizes_ok=not sizes)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    for warning in range_warnings(cfg):
+        log.warning(warning)

@@ -20,10 +20,13 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from decoderlab import resume
+from decoderlab.callbacks import PreemptCheckpoint
 from decoderlab.checkpoint import atomic_save, checkpoint_record, read_checkpoint, seal
 from decoderlab.errors import ConfigError
 from decoderlab.lit import LitDecoder
 from decoderlab.model import Decoder
+from decoderlab.preempt import Preempted
 from decoderlab.wandb_names import wandb_names
 
 log = logging.getLogger("decoderlab")
@@ -81,6 +84,8 @@ def build_loggers(cfg: DictConfig, out: Path, choices: dict[str, str]) -> list[A
         if target.endswith("WandbLogger"):
             spec.setdefault("project", cfg.project)
             spec.setdefault("offline", wandb_offline_default())
+            spec.setdefault("id", resume.wandb_id(out))  # a resume continues the same wandb run
+            spec.setdefault("resume", "allow")
             for k, v in wandb_names(choices, cfg.run_name).items():
                 spec.setdefault(k, v)
         try:
@@ -90,7 +95,8 @@ def build_loggers(cfg: DictConfig, out: Path, choices: dict[str, str]) -> list[A
     return loggers
 
 
-def build_trainer(cfg: DictConfig, out: Path, loggers: list[Any], timer: TrainTimer) -> L.Trainer:
+def build_trainer(cfg: DictConfig, out: Path, loggers: list[Any], timer: TrainTimer,
+                  extra_callbacks: tuple[Callback, ...] = ()) -> L.Trainer:
     t = cfg.trainer
     ckpt = ModelCheckpoint(
         dirpath=out / "checkpoints", filename="step{step:06d}", auto_insert_metric_name=False,
@@ -102,7 +108,7 @@ def build_trainer(cfg: DictConfig, out: Path, loggers: list[Any], timer: TrainTi
         check_val_every_n_epoch=None, log_every_n_steps=t.log_every_n_steps, accelerator=t.accelerator,
         devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
         gradient_clip_val=None, accumulate_grad_batches=t.accumulate_grad_batches,
-        enable_progress_bar=t.enable_progress_bar, logger=loggers or False, callbacks=[ckpt, timer],
+        enable_progress_bar=t.enable_progress_bar, logger=loggers or False, callbacks=[ckpt, timer, *extra_callbacks],
         plugins=[AtomicCheckpointIO()], default_root_dir=str(out), num_sanity_val_steps=0,
         use_distributed_sampler=False, enable_model_summary=False,
     )
@@ -122,14 +128,19 @@ def build_lit(cfg: DictConfig, model: Decoder, tokenizer: Any, max_steps: int | 
                       checkpoint_extra=checkpoint_extra, trainer=OmegaConf.to_object(cfg.trainer), seed=cfg.seed)
 
 
-def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: dict, choices: dict) -> dict:
-    """Train and validate; returns the figures of the run summary."""
+def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: dict, choices: dict,
+        catcher: Any = None, resumed: bool = False) -> dict:
+    """Train and validate; returns the figures of the run summary. ``catcher``: a preemption signal saves a
+    checkpoint at the current step (:mod:`decoderlab.preempt`); ``resumed``: metrics.csv keeps its earlier rows."""
     lit = build_lit(cfg, model, data.tokenizer, checkpoint_extra=checkpoint_record(model, data.tokenizer))
     # Intermediate validations score a fixed sample of windows, the final one all of them.
     dm.val_sample_windows = cfg.trainer.val_sample_windows
+    last = out / "checkpoints" / "last.ckpt"
+    kept = resume.kept_metrics(out, read_checkpoint(cfg.trainer.ckpt_path)["global_step"]) if resumed else None
     loggers = build_loggers(cfg, out, choices)
+    resume.restore_metrics(loggers, out, kept)
     timer = TrainTimer()
-    trainer = build_trainer(cfg, out, loggers, timer)
+    trainer = build_trainer(cfg, out, loggers, timer, (PreemptCheckpoint(catcher, last),) if catcher else ())
     counts = model.param_counts()
     hparams = {**flat, **{f"params/{k}": v for k, v in counts.items()}}
     try:
@@ -140,11 +151,7 @@ def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: di
     t0 = time.perf_counter()
     trainer.fit(lit, datamodule=dm, ckpt_path=cfg.trainer.ckpt_path, weights_only=True)
     wall = time.perf_counter() - t0
-    if dm.val_is_sampled() or trainer.global_step % max(1, min(cfg.trainer.val_check_interval,
-                                                                cfg.trainer.max_steps)) != 0:
-        trainer.validate(lit, datamodule=dm, verbose=False, weights_only=True)  # the summary reports the final model
-    last = out / "checkpoints" / "last.ckpt"
-    trainer.save_checkpoint(last, weights_only=False)
+    _final_validation(cfg, trainer, lit, dm, last)
     m = trainer.callback_metrics
     for lg in loggers:
         if type(lg).__name__ == "TensorBoardLogger":  # its HParams view pairs the hyperparameters with final figures
@@ -162,6 +169,20 @@ def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: di
         "tokens_per_s": (lit.tokens_seen - lit.tokens_at_start) / timer.seconds if timer.seconds else None,
         "train_seconds": timer.seconds, "wall_seconds": wall, "checkpoint": str(last), "sample": sample,
     }
+
+
+def _final_validation(cfg: DictConfig, trainer: L.Trainer, lit: LitDecoder, dm: Any, last: Path) -> None:
+    """Validate the final model unless the last validation already did, then write ``last``; a signal meanwhile
+    still leaves the final step's checkpoint behind."""
+    try:
+        if dm.val_is_sampled() or trainer.global_step % max(1, min(cfg.trainer.val_check_interval,
+                                                                    cfg.trainer.max_steps)) != 0:
+            trainer.validate(lit, datamodule=dm, verbose=False, weights_only=True)  # the summary: the final model
+    except Preempted as p:
+        trainer.save_checkpoint(last, weights_only=False)
+        p.step = trainer.global_step
+        raise
+    trainer.save_checkpoint(last, weights_only=False)
 
 
 def _f(x: Any) -> float | None:

@@ -82,9 +82,15 @@ def _load_file(path: Path) -> None:
         sys.modules[mod_name] = module
         spec.loader.exec_module(module)  # type: ignore[union-attr]
         _loaded[key] = "ok"
+        log.info("plugin loaded: %s", target)
     except Exception as e:  # noqa: BLE001 - a broken plugin must not take the framework down
         sys.modules.pop(mod_name, None)
         _warn(str(path), e)
+
+
+def loaded() -> dict[str, str]:
+    """Every plugin imported so far (``file:<path>`` or ``entry_point:<name>=<value>``) -> "ok" or its error."""
+    return dict(_loaded)
 
 
 def load_plugins(force: bool = False) -> dict[str, str]:

@@ -3,7 +3,9 @@
 A run directory holds (written by :func:`decoderlab.runner.run`)::
 
     config.yaml        the resolved config (logger secrets left unresolved)
-    status.json        {"status": "running" | "completed" | "failed", "fingerprint": ..., "time": ..., "error"?}
+    status.json        {"status": "running" | "completed" | "failed" | "interrupted", "fingerprint": ..., "time": ...,
+                        "error"?, "step"? (interrupted: the step its last checkpoint holds)}
+    .lock              held (filelock) by the live run: a second run in the same directory is refused
     summary.json       the figures of the finished run
     checkpoints/       step*.ckpt and last.ckpt (see decoderlab.checkpoint)
     tokenizer files, sample.txt, metrics of the loggers
@@ -33,6 +35,51 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 SKIP_REASON = "finished earlier with the same config"
+LOCK_FILE = ".lock"
+ENDED = ("completed", "failed", "interrupted")
+
+
+_STAMP: list[str] = []
+
+
+def run_stamp() -> str:
+    """This process's run name: local time with milliseconds and a short random id (``13-05-09-042-3fa9c1``), the
+    same every time it is asked: two runs started in the same millisecond still get different directories."""
+    if not _STAMP:
+        import datetime
+        import secrets
+
+        now = datetime.datetime.now()
+        _STAMP.append(f"{now:%H-%M-%S}-{now.microsecond // 1000:03d}-{secrets.token_hex(3)}")
+    return _STAMP[0]
+
+
+def register_resolvers() -> None:
+    """``${run_stamp:}`` for ``hydra.run.dir`` / ``hydra.sweep.dir`` in ``conf/train.yaml``."""
+    if not OmegaConf.has_resolver("run_stamp"):
+        OmegaConf.register_new_resolver("run_stamp", run_stamp)
+
+
+def lock(run_dir: str | Path) -> Any:
+    """Take the run directory's lock for this process's lifetime, or raise ``RuntimeError`` naming the directory
+    when another live run holds it (an OS lock: a killed run releases it)."""
+    from filelock import FileLock, Timeout
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    held = FileLock(run_dir / LOCK_FILE, timeout=0)
+    try:
+        held.acquire()
+    except Timeout:
+        raise RuntimeError(f"run directory {run_dir} is in use by another live run; "
+                           f"choose another hydra.run.dir") from None
+    return held
+
+
+def ended(run_dir: str | Path) -> str | None:
+    """The status of a run that ended in ``run_dir`` (completed, failed or interrupted), else None."""
+    status = (read_status(run_dir) or {}).get("status")
+    return status if status in ENDED else None
 
 
 @contextlib.contextmanager

@@ -14,13 +14,14 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from decoderlab import rundir
+from decoderlab import resume, rundir
 from decoderlab.components.tokenizers import TOKENIZERS
 from decoderlab.config import validate
 from decoderlab.data import CORPORA, prepare
 from decoderlab.errors import ConfigError
 from decoderlab.hardware import device_problems
 from decoderlab.model import Decoder
+from decoderlab.plugins import loaded
 from decoderlab.report import print_summary
 from decoderlab.sizing import build_model_config, ffn_hidden
 from decoderlab.vocab import maybe_init_from
@@ -95,16 +96,25 @@ def build_model(cfg: DictConfig, vocab_size: int, tokenizer: Any = None) -> Deco
     return maybe_init_from(cfg, model, tokenizer)  # init_from: weights (and a grown vocabulary)
 
 
-def run(cfg: DictConfig, out: Path, fingerprint: str | None = None) -> float | None:
+def run(cfg: DictConfig, out: Path, fingerprint: str | None = None, catcher: Any = None) -> float | None:
     """Train one model; writes config, tokenizer, checkpoints, metrics, sample and summary to ``out``.
 
     ``fingerprint`` (:func:`decoderlab.rundir.fingerprint` of ``cfg``, computed here when not given) goes into
-    ``status.json``: a re-run skips a job whose status is "completed" with the same fingerprint.
+    ``status.json``: a re-run skips a job whose status is "completed" with the same fingerprint. ``catcher``
+    (:class:`decoderlab.preempt.SignalCatcher`) turns a preemption signal during training into a checkpoint.
     """
     validate(cfg)
     problems = device_problems(cfg.trainer)
     if problems:
         raise ConfigError("this machine cannot run the configuration:\n  - " + "\n  - ".join(problems))
+    for plugin, state in loaded().items():  # train.log records which code took part
+        log.info("plugin %s: %s", plugin, state)
+    text = saved_config(cfg)
+    resumed = resume.resuming()
+    if resumed is not None:
+        resume.check_same_run(out, text)
+        cfg.trainer.ckpt_path = str(resume.resume_checkpoint(out))
+        log.info("resuming %s from %s", out, cfg.trainer.ckpt_path)
     fp = fingerprint or rundir.fingerprint(cfg)
     rundir.write_status(out, "running", fingerprint=fp)
     if cfg.threads:
@@ -114,13 +124,14 @@ def run(cfg: DictConfig, out: Path, fingerprint: str | None = None) -> float | N
     from decoderlab.fit import fit  # lazy: imports Lightning
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    rundir.atomic_write(out / rundir.CONFIG_FILE, saved_config(cfg))
+    rundir.atomic_write(out / rundir.CONFIG_FILE, text)
     data, dm = build_data(cfg)
     data.tokenizer.save(out)
     model = build_model(cfg, data.tokenizer.vocab_size, data.tokenizer)
     counts = model.param_counts()
     log.info("model: %s parameters (%s non-embedding)", f"{counts['total']:,}", f"{counts['non_embedding']:,}")
-    result = fit(cfg, out, model, data, dm, flat_config(cfg), slot_choices())
+    result = fit(cfg, out, model, data, dm, flat_config(cfg), slot_choices(), catcher=catcher,
+                 resumed=resumed is not None)
     if not result.pop("rank_zero", True):  # DDP: rank 0 alone writes the summary and prints
         return result.get("val_loss")
     summary = {"params": counts, **result, "run_dir": str(out), "choices": slot_choices(),

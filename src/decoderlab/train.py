@@ -4,6 +4,7 @@
     decoderlab-train model/positional=rope model.positional.base=500000 trainer.max_steps=500
     decoderlab-train -m model/positional=sinusoidal,rope,t5 seed=0,1,2   # each job in its own process
     decoderlab-train --plan -m model/ffn=mlp,swiglu param_budget=800000   # sizes, FLOPs, memory only
+    decoderlab-train --resume outputs/2026-11-30/10-00-00-123-ab12cd trainer.max_steps=4000   # continue in place
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from decoderlab import rundir
-from decoderlab.config import register_schema
-from decoderlab.errors import UserError, print_user_error
+from decoderlab import resume, rundir
+from decoderlab.config import check_group_choices, check_no_secret_overrides, register_schema
+from decoderlab.errors import UserError, exit_on_user_error, print_user_error
 from decoderlab.plan import PLAN_ENV, plan_requested, plan_row, print_plan
 from decoderlab.plugins import load_plugins
+from decoderlab.preempt import Preempted, SignalCatcher
 from decoderlab.runner import run
 from decoderlab.sweep import results
 
@@ -60,23 +62,63 @@ def task(cfg: Any) -> float | None:
     if _multirun() and rundir.is_finished(out, fp):  # in-process launchers (basic, submitit): the one skip rule
         log.info("skipped: %s %s", out, rundir.SKIP_REASON)
         return (rundir.read_json(out / rundir.SUMMARY_FILE) or {}).get("val_loss")
+    catcher = SignalCatcher().install()  # from here on a signal ends the run "interrupted", never "running"
+    held = None
     try:
-        return run(cfg, out, fp)
+        held = _claim(out, fp)
+        return run(cfg, out, fp, catcher)
+    except Preempted as p:
+        _status(held, out, "interrupted", fingerprint=fp, step=p.step, signal=p.name)
+        where = f"at step {p.step} (checkpoint saved)" if p.step is not None else "before training started"
+        log.warning("interrupted by %s %s; continue with: decoderlab-train --resume %s", p.name, where, out)
+        catcher.forward(p.signum)  # e.g. submitit's SIGUSR1 handler requeues the job
+        raise SystemExit(p.exit_code) from None
     except UserError as e:
-        rundir.write_status(out, "failed", error=str(e))
+        _status(held, out, "failed", error=str(e))
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or _multirun():
             raise
         print_user_error(e)
         sys.exit(1)
     except SystemExit as e:
         if type(e).__name__ == "SIGTERMException":  # Lightning's graceful stop on SIGTERM exits 0 otherwise
-            rundir.write_status(out, "failed", error="terminated by SIGTERM")
+            _status(held, out, "failed", error="terminated by SIGTERM")
             raise SystemExit(143) from None
-        rundir.write_status(out, "failed", error=f"exit {e.code}")
+        _status(held, out, "failed", error=f"exit {e.code}")
         raise
     except BaseException as e:
-        rundir.write_status(out, "failed", error=f"{type(e).__name__}: {e}")
+        _status(held, out, "failed", error=f"{type(e).__name__}: {e}")
         raise
+    finally:
+        catcher.restore()
+        if held is not None and held is not True:
+            held.release()
+
+
+def _status(held: Any, out: Path, status: str, **extra: Any) -> None:
+    """status.json of the run this process holds; a refused directory keeps the status of the run it holds."""
+    if held is not None:
+        rundir.write_status(out, status, **extra)
+
+
+def _claim(out: Path, fp: str) -> Any:
+    """Lock the run directory (rank 0 only: DDP's other ranks share it) and refuse one that holds another run,
+    unless resuming it; a multirun job re-run continues an interrupted run with the same config (a requeue)."""
+    if any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+        return True
+    try:
+        held = rundir.lock(out)
+    except RuntimeError as e:
+        raise UserError(str(e)) from None
+    status = rundir.read_status(out)
+    if status is None or resume.resuming() is not None:
+        return held
+    if _multirun():
+        if status.get("status") == "interrupted" and status.get("fingerprint") == fp:
+            os.environ[resume.RESUME_ENV] = str(out)
+        return held
+    held.release()
+    raise UserError(f"run directory {out} already holds a {status.get('status')} run; continue it with "
+                    f"decoderlab-train --resume {out}, or choose another hydra.run.dir")
 
 
 def _multirun() -> bool:
@@ -94,8 +136,15 @@ def _plan(cfg: Any) -> None:
 
 
 def _cli_args(argv: list[str]) -> list[str]:
-    """``--plan`` -> plan mode (no training, no run directory)."""
+    """``--plan`` -> plan mode (no training, no run directory); ``--resume RUN_DIR`` -> that run's overrides."""
     args = list(argv)
+    for i, a in enumerate(args):
+        if a == "--resume" or a.startswith("--resume="):
+            value = a.split("=", 1)[1] if "=" in a else (args[i + 1] if i + 1 < len(args) else "")
+            if not value:
+                raise UserError("--resume needs a run directory: decoderlab-train --resume RUN_DIR [key=value ...]")
+            rest = args[:i] + args[i + (1 if "=" in a else 2):]
+            return resume.resume_args(value, rest)
     if "--plan" in args:
         args = [a for a in args if a != "--plan"]
         os.environ[PLAN_ENV] = "1"
@@ -115,8 +164,11 @@ def _finish_sweeps(session_file: str) -> int:
 
 def main() -> None:
     """Console entry point ``decoderlab-train``."""
-    sys.argv[1:] = _cli_args(sys.argv[1:])
-    _prepare_process()
+    with exit_on_user_error():
+        sys.argv[1:] = _cli_args(sys.argv[1:])
+        _prepare_process()
+        check_group_choices(sys.argv[1:], Path(conf_dir()))  # after plugins: their options count
+        check_no_secret_overrides(sys.argv[1:])
     app = hydra.main(version_base=None, config_path=conf_dir(), config_name="train")(task)
     fd, session_file = tempfile.mkstemp(prefix="decoderlab-session-", suffix=".jsonl")
     os.close(fd)

@@ -1,0 +1,79 @@
+"""Every numeric field of the run schema has a range, checked at composition with one line naming key, value, range."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, run_cli
+from decoderlab.config import TrainConfig, validate
+from decoderlab.errors import ConfigError
+from decoderlab.ranges import RANGES, in_range
+
+
+def _numeric_fields(typ: type, prefix: str = "") -> list[str]:
+    out = []
+    for f in dataclasses.fields(typ):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            out += _numeric_fields(type(default), f"{prefix}{f.name}.")
+        elif any(t in str(f.type) for t in ("int", "float")):
+            out.append(prefix + f.name)
+    return out
+
+
+NUMERIC = _numeric_fields(TrainConfig)
+
+
+def test_every_numeric_field_of_the_schema_has_a_range():
+    assert NUMERIC and sorted(set(NUMERIC) - set(RANGES)) == []
+
+
+@pytest.mark.parametrize("key", NUMERIC)
+@pytest.mark.parametrize("value", [0, -3])
+def test_zero_and_negative_values_are_clean_errors_unless_in_range(key: str, value: int, compose):
+    cfg = compose([f"{key}={value}"])
+    if in_range(value, RANGES[key]):
+        validate(cfg)  # an allowed value (e.g. dropout 0, warm-up 0) passes
+        return
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    lines = [line for line in str(err.value).splitlines() if key in line]
+    assert len(lines) == 1 and f"{key}=" in lines[0] and str(value) in lines[0]
+    assert f"allowed {RANGES[key]}" in lines[0]
+
+
+def test_warmup_longer_than_the_run_warns(compose, caplog):
+    with caplog.at_level(logging.WARNING, logger="decoderlab"):
+        validate(compose(["optim.warmup_steps=50", "trainer.max_steps=50"]))
+    assert "optim.warmup_steps=50 >= trainer.max_steps=50" in caplog.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override", ["loader.batch_size=0", "trainer.max_steps=0", "threads=-1"])
+def test_bad_values_through_the_cli_end_before_a_run_directory(tmp_path: Path, override: str):
+    run = tmp_path / "run"
+    out = run_cli(["decoderlab-train", *TINY, "logger=csv", f"hydra.run.dir={run}", override], cwd=tmp_path)
+    err = " ".join(out.stderr.split())
+    assert out.returncode == 1 and "Traceback" not in out.stderr and f"{override} is out of range" in err, err
+    assert not (run / "checkpoints").exists() and not (run / "config.yaml").exists()
+
+
+@pytest.mark.parametrize("arg,valid", [("model/attention=flashh", "gqa, mha, mqa, qk_norm"),
+                                       ("logger=[csv,tensorbord]", "csv, default, none, tensorboard, wandb")])
+def test_an_unknown_option_of_a_group_lists_the_valid_names(arg: str, valid: str):
+    from decoderlab.config import check_group_choices
+    from decoderlab.train import conf_dir
+
+    bad = arg.split("=")[1].strip("[]").split(",")[-1]
+    with pytest.raises(ConfigError, match=f"={bad}: unknown option of group .*; valid: {valid}$"):
+        check_group_choices([arg], Path(conf_dir()))
+    check_group_choices(["model/attention=gqa", "logger=[csv,tensorboard]", "-m", "seed=1,2"], Path(conf_dir()))
+
+
+def test_an_option_set_as_a_value_says_how_to_pick_it(compose):
+    with pytest.raises(ConfigError, match="model.attention=flashh: pick an option with model/attention=<name>"):
+        validate(compose(["model.attention=flashh"]))
