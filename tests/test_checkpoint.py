@@ -118,3 +118,41 @@ def test_newest_intact_checkpoint_skips_corrupt_ones_with_a_warning(saved, caplo
     assert "last.ckpt" in caplog.text and "step000006.ckpt" in caplog.text
     older.unlink()
     assert newest_intact_checkpoint(run) is None
+
+
+def test_a_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(saved, monkeypatch):
+    """torch.save reports ENOSPC as a RuntimeError wrapping the OSError; either way the message says "no space"."""
+    import errno
+
+    path, model = saved
+    before = path.read_bytes()
+
+    def full(obj, f):
+        f.write(b"partial")
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as e:
+            raise RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file") from e
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(UserError, match=r"cannot save checkpoint: no space left on device writing .*last\.ckpt; "
+                                        r"the previous file is intact"):
+        atomic_save({"state_dict": model.state_dict()}, path)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(path.parent)) == ["last.ckpt"]
+
+
+def test_status_is_written_in_place_when_the_disk_has_no_room_for_a_copy(tmp_path, monkeypatch):
+    import json
+
+    from decoderlab import rundir
+
+    rundir.write_status(tmp_path, "running")
+
+    def no_room(path, data):
+        raise rundir.DiskFullError("no space left on device")
+
+    monkeypatch.setattr(rundir, "atomic_write", no_room)
+    rundir.write_status(tmp_path, "failed", error="cannot save checkpoint: no space left on device")
+    record = json.loads((tmp_path / "status.json").read_text())
+    assert record["status"] == "failed" and "no space left" in record["error"]

@@ -75,8 +75,11 @@ def seal(ckpt: dict[str, Any]) -> dict[str, Any]:
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to ``path`` such that a kill at any moment leaves either the old or the new file; a failed
     save removes its temporary file."""
-    with rundir.atomic_open(path) as f:
-        torch.save(obj, f)
+    try:
+        with rundir.atomic_open(path) as f:
+            torch.save(obj, f)
+    except rundir.DiskFullError as e:  # a user-facing failure: the run ends "failed", the last checkpoint kept
+        raise UserError(f"cannot save checkpoint: {e}") from None
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:

@@ -18,6 +18,7 @@ This module is the bottom of the house: it imports nothing of decoderlab.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -96,10 +97,29 @@ def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if disk_full(e):
+            raise DiskFullError(f"no space left on device writing {path}; the previous file is intact "
+                                "(free some space and resume)") from None
         raise
+
+
+class DiskFullError(OSError):
+    """A write failed because the file system is full (its temporary file removed, the old file kept)."""
+
+
+def disk_full(e: BaseException) -> bool:
+    """Whether ``e`` (or an exception it wraps: torch.save reports a failed write as a RuntimeError) is ENOSPC."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DiskFullError) or (isinstance(e, OSError) and e.errno == errno.ENOSPC) \
+                or "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> Path:
@@ -125,7 +145,13 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 def write_status(run_dir: str | Path, status: str, **extra: Any) -> None:
     """``status.json``: "running" / "completed" / "failed"; only a completed run looks like a success."""
-    write_json(Path(run_dir) / STATUS_FILE, {"status": status, "time": time.time(), **extra})
+    record = json.dumps({"status": status, "time": time.time(), **extra}, indent=2, default=str)
+    path = Path(run_dir) / STATUS_FILE
+    try:
+        atomic_write(path, record)
+    except DiskFullError:  # no room for a second copy: overwrite in place (truncating frees the old blocks)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(record)
 
 
 def read_status(run_dir: str | Path) -> dict[str, Any] | None:
