@@ -218,3 +218,23 @@ def test_train_and_total_time_columns_match_the_sweep_table(sweep: Path, tmp_pat
     assert float(runs["0"]["train_seconds"]) == 8.0
     md = files["markdown"].read_text()
     assert "| train s | total s |" in md and "wall s" not in md
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+@pytest.mark.parametrize("metric", ["val_bpb", "tokens_per_s"])
+def test_a_diverged_run_is_failed_with_its_reason_and_never_ranked(tmp_path: Path, bad: float, metric: str):
+    """A run that ended "completed" with a NaN (or infinite) val loss is failed, even by a figure it has (tokens/s)."""
+    sw = tmp_path / "sweep"
+    fake_run(sw / "0", "learned", 0, 2.1)
+    fake_run(sw / "1", "rope", 0, 1.0)
+    summary = json.loads((sw / "1" / "summary.json").read_text())
+    summary.update(val_loss=bad, val_bpb=bad, tokens_per_s=1e9)  # the fastest run, and diverged
+    (sw / "1" / "summary.json").write_text(json.dumps(summary))  # json writes NaN / Infinity as decoderlab does
+    files = build_report([sw], tmp_path / "out", metric=metric)
+    runs = {Path(r["dir"]).name: r for r in _csv(files["runs_csv"])}
+    assert runs["1"]["status"] == "failed" and f"val_loss is {bad}" in runs["1"]["reason"]
+    assert runs["0"]["status"] == "completed"
+    report = {r["variant"]: r for r in _csv(files["csv"])}
+    assert report["model/positional=rope"]["completed"] == "0" and report["model/positional=rope"]["failed"] == "1"
+    assert next(iter(report)) == "model/positional=learned"  # ranked first: the only run that counts
+    assert "## Failed runs" in files["markdown"].read_text()

@@ -145,7 +145,38 @@ def test_sweep_search_skips_failed_runs_and_set_aside_attempts(tmp_path: Path):
             (d / "status.json").write_text(json.dumps({"status": status}))
         return d
 
-    ok, old = run("0", "completed"), run("2", None)
-    run("1", "failed")
+    ok, failed, old = run("0", "completed"), run("1", "failed"), run("2", None)
+    run("3", "interrupted")
     run(".attempts/0-1", "completed")
-    assert find_runs([str(tmp_path)]) == [ok, old]
+    assert find_runs([str(tmp_path)]) == [ok, failed, old]  # a failed run is listed (as failed), never scored
+
+
+@pytest.mark.parametrize("status,summary,reason", [
+    ("completed", {"val_loss": math.nan, "val_bpb": math.nan}, "val_loss is nan"),
+    ("failed", {}, "non-finite loss at step 4"),
+])
+def test_a_failed_or_diverged_run_is_listed_as_failed_and_never_scored(tmp_path, status, summary, reason):
+    sweep = fake_sweep(tmp_path, ["rope", "alibi"])
+    bad = sweep / "1"
+    (bad / "status.json").write_text(json.dumps({"status": status, "error": "non-finite loss at step 4"}))
+    (bad / "summary.json").write_text(json.dumps(summary))  # NaN as decoderlab writes it
+    rows = evaluate_runs([str(sweep)], [1, 2])
+    good, failed = rows[:2], rows[2:]
+    assert all(r.bpb is not None and r.note == "" for r in good)
+    assert [r.length for r in failed] == [8, 16]
+    assert all(r.loss is None and r.bpb is None and r.note.startswith(f"failed: {reason}") for r in failed), failed
+    files = write_outputs(rows, tmp_path / "out")
+    table = list(csv.DictReader(open(files[0], encoding="utf-8")))
+    assert [r["bpb"] for r in table[2:]] == ["", ""] and table[2]["note"].startswith("failed")
+
+
+def test_a_model_with_a_non_finite_loss_is_failed_not_scored(tmp_path):
+    from decoderlab.evaluate import Row, evaluate_model
+
+    _, data = text_data(tmp_path, "char")
+    model = tiny_model(data.tokenizer.vocab_size, 8)
+    with torch.no_grad():
+        model.tok_emb.weight[0, 0] = math.nan
+    base = Row(run="r", label="r", positional="learned", block_size=8, length=8)
+    [row] = evaluate_model(model, np.asarray(data.val), data.tokenizer.token_bytes(), [8], base)
+    assert row.loss is None and row.bpb is None and row.note == "failed: non-finite loss"

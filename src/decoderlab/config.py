@@ -27,6 +27,7 @@ from decoderlab.data import CORPORA
 from decoderlab.errors import ConfigError
 from decoderlab.model import ModelConfig
 from decoderlab.ranges import range_problems, range_warnings
+from decoderlab.wandb_setup import check_credentials
 
 log = logging.getLogger("decoderlab")
 
@@ -279,5 +280,8 @@ def validate(cfg: DictConfig) -> None:
     problems += _slot_problems(cfg, missing, sizes_ok=not sizes)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    if any(str(spec.get("_target_", "")).endswith("WandbLogger") for spec in (cfg.get("logger") or {}).values()
+           if isinstance(spec, DictConfig)):
+        check_credentials()  # WANDB_MODE=online without a key: an error now, not at the first logged step
     for warning in range_warnings(cfg):
         log.warning(warning)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import math
 import os
 import sys
 from dataclasses import asdict, dataclass
@@ -37,6 +38,7 @@ from decoderlab.data import CORPORA, prepare
 from decoderlab.data.module import ValWindows
 from decoderlab.errors import PositionRangeError, UserError, exit_on_user_error
 from decoderlab.model import Decoder
+from decoderlab.outcome import run_failure
 from decoderlab.plugins import load_plugins
 from decoderlab.units import bits_per_byte
 
@@ -100,7 +102,9 @@ def evaluate_model(model: Decoder, ids: np.ndarray, token_bytes: np.ndarray, len
             try:
                 nats, row.tokens, row.bytes = score_length(model, ids, token_bytes, length, batch_tokens)
                 row.loss, row.bpb = nats / max(row.tokens, 1), bits_per_byte(nats, row.bytes)
-                if len(ids) - 1 < length:
+                if not math.isfinite(row.loss):
+                    row.loss, row.bpb, row.note = None, None, "failed: non-finite loss"
+                elif len(ids) - 1 < length:
                     row.note = f"held-out split has only {len(ids) - 1} tokens"
             except PositionRangeError as e:
                 row.note = f"n/a: {e}"
@@ -126,11 +130,17 @@ def find_runs(paths: list[str]) -> list[Path]:
 
 
 def _finished(root: Path, ckpt: Path) -> bool:
-    """A completed run's checkpoint, not one of a set-aside attempt (``.attempts/``) or of a failed run."""
+    """A finished run's checkpoint (completed, or failed: listed as failed), not one of a set-aside attempt
+    (``.attempts/``) or of a run still running or interrupted."""
     if any(part.startswith(".") for part in ckpt.relative_to(root).parts):
         return False
     status = rundir.read_status(ckpt.parent.parent)
-    return status is None or status.get("status") == "completed"  # None: a run dir from before status.json
+    return status is None or status.get("status") in ("completed", "failed")  # None: from before status.json
+
+
+def failure(run: Path) -> str | None:
+    """Why ``run`` is failed (its status, or a non-finite val loss/bpb in its summary), or None."""
+    return run_failure(rundir.read_status(run), rundir.read_json(run / rundir.SUMMARY_FILE) or {})
 
 
 def _natural(p: Path) -> tuple:
@@ -168,13 +178,18 @@ def evaluate_runs(paths: list[str], lengths: list[int], absolute: bool = False, 
     cfgs = [_load_config(r) for r in runs]
     rows = []
     for run, cfg, label in zip(runs, cfgs, run_labels(runs, cfgs)):
+        pe = str(OmegaConf.select(cfg, "model.positional.name", default="?"))
+        if why := failure(run):  # failed or diverged: listed with its reason, never scored or ranked
+            block = int(OmegaConf.select(cfg, "model.block_size", default=1) or 1)
+            rows += [Row(run=str(run), label=label, positional=pe, block_size=block, length=n,
+                         note=f"failed: {why}") for n in (lengths if absolute else [m * block for m in lengths])]
+            continue
         ckpt_path = rundir.last_checkpoint(run)
         model, tokenizer = load_decoder(read_checkpoint(ckpt_path), str(ckpt_path))
         ids = held_out(run, cfg, tokenizer)
         if max_tokens:
             ids = ids[: max_tokens + 1]
         block = int(model.cfg.block_size)
-        pe = str(OmegaConf.select(cfg, "model.positional.name", default="?"))
         base = Row(run=str(run), label=label, positional=pe, block_size=block, length=block)
         ls = lengths if absolute else [m * block for m in lengths]
         rows += evaluate_model(model, ids, tokenizer.token_bytes(), ls, base, batch_tokens)
@@ -224,6 +239,8 @@ def plot(rows: list[Row], path: Path) -> None:
     for label in dict.fromkeys(r.label for r in rows):
         mine = [r for r in rows if r.label == label]
         ok = [r for r in mine if r.loss is not None]
+        if not ok:  # failed, or n/a at every length: in the table, not on the figure
+            continue
         name = label + (" (n/a past its table)" if len(ok) < len(mine) else "")
         for ax, key in zip(axes, ("loss", "bpb")):
             ax.plot([r.length for r in ok], [getattr(r, key) for r in ok], marker="o", label=name)

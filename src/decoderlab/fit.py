@@ -6,7 +6,6 @@ Imports Lightning (~3.6 s): :mod:`decoderlab.runner` imports this module only on
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
 from pathlib import Path
@@ -28,6 +27,7 @@ from decoderlab.lit import LitDecoder
 from decoderlab.model import Decoder
 from decoderlab.preempt import Preempted
 from decoderlab.wandb_names import wandb_names
+from decoderlab.wandb_setup import check_credentials, start_wandb, wandb_offline_default
 
 log = logging.getLogger("decoderlab")
 # The run directory is also the CSV logger's directory: its "not empty" warning is expected noise.
@@ -61,17 +61,8 @@ class TrainTimer(Callback):
             self._t0 = None
 
 
-def wandb_offline_default() -> bool:
-    """Offline unless a key is set or the user asked for online: wandb must never prompt or wait."""
-    mode = os.environ.get("WANDB_MODE", "").lower()
-    if mode == "disabled":
-        return False  # wandb.init honours WANDB_MODE=disabled itself; offline=True would overwrite it
-    if mode in ("offline", "dryrun"):
-        return True
-    return not (os.environ.get("WANDB_API_KEY") or mode == "online")
-
-
 def build_loggers(cfg: DictConfig, out: Path, choices: dict[str, str]) -> list[Any]:
+    """The run's loggers from ``cfg.logger``; a wandb logger starts now, bounded (:mod:`decoderlab.wandb_setup`)."""
     loggers = []
     for key, spec in (cfg.logger or {}).items():
         if spec is None:
@@ -81,18 +72,26 @@ def build_loggers(cfg: DictConfig, out: Path, choices: dict[str, str]) -> list[A
         spec = OmegaConf.to_container(spec, resolve=True)
         target = str(spec.get("_target_", ""))
         spec.setdefault("save_dir", str(out))
-        if target.endswith("WandbLogger"):
-            spec.setdefault("project", cfg.project)
-            spec.setdefault("offline", wandb_offline_default())
-            spec.setdefault("id", resume.wandb_id(out))  # a resume continues the same wandb run
-            spec.setdefault("resume", "allow")
-            for k, v in wandb_names(choices, cfg.run_name).items():
-                spec.setdefault(k, v)
-        try:
-            loggers.append(instantiate(spec))
-        except Exception as e:  # noqa: BLE001 - a bad logger kwarg is a config mistake
-            raise ConfigError(f"logger.{key}: cannot create {target}: {e}") from None
+        if not target.endswith("WandbLogger"):
+            loggers.append(_instantiate(key, spec))
+            continue
+        check_credentials()
+        spec.setdefault("project", cfg.project)
+        spec.setdefault("id", resume.wandb_id(out))  # a resume continues the same wandb run
+        spec.setdefault("resume", "allow")
+        for k, v in wandb_names(choices, cfg.run_name).items():
+            spec.setdefault(k, v)
+        offline = spec.pop("offline", wandb_offline_default())
+        loggers.append(start_wandb(lambda off, spec=spec, key=key: _instantiate(key, {**spec, "offline": off}),
+                                   offline))
     return loggers
+
+
+def _instantiate(key: str, spec: dict) -> Any:
+    try:
+        return instantiate(spec)
+    except Exception as e:  # noqa: BLE001 - a bad logger kwarg is a config mistake
+        raise ConfigError(f"logger.{key}: cannot create {spec.get('_target_', '')}: {e}") from None
 
 
 def build_trainer(cfg: DictConfig, out: Path, loggers: list[Any], timer: TrainTimer,

@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from decoderlab import resume, rundir
 from decoderlab.config import check_group_choices, check_no_secret_overrides, register_schema
 from decoderlab.errors import UserError, exit_on_user_error, print_user_error
+from decoderlab.outcome import objective
 from decoderlab.plan import PLAN_ENV, plan_requested, plan_row, print_plan
 from decoderlab.plugins import load_plugins
 from decoderlab.preempt import Preempted, SignalCatcher
@@ -54,19 +55,20 @@ def run_dir() -> Path:
 
 
 def task(cfg: Any) -> float | None:
-    """The Hydra task function: one training run. Returns the final val loss (the sweep objective)."""
+    """The Hydra task function: one training run. Returns the sweep objective: the final val loss, NaN for a run
+    that diverged or has none (:func:`decoderlab.outcome.objective`: Optuna counts NaN as a failed trial)."""
     if plan_requested():
         return _plan(cfg)
     out = run_dir()
     fp = rundir.fingerprint(cfg)
     if _multirun() and rundir.is_finished(out, fp):  # in-process launchers (basic, submitit): the one skip rule
         log.info("skipped: %s %s", out, rundir.SKIP_REASON)
-        return (rundir.read_json(out / rundir.SUMMARY_FILE) or {}).get("val_loss")
+        return objective((rundir.read_json(out / rundir.SUMMARY_FILE) or {}).get("val_loss"))
     catcher = SignalCatcher().install()  # from here on a signal ends the run "interrupted", never "running"
     held = None
     try:
         held = _claim(out, fp)
-        return run(cfg, out, fp, catcher)
+        return objective(run(cfg, out, fp, catcher))
     except Preempted as p:
         _status(held, out, "interrupted", fingerprint=fp, step=p.step, signal=p.name)
         where = f"at step {p.step} (checkpoint saved)" if p.step is not None else "before training started"

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from decoderlab.errors import UserError
+from decoderlab.outcome import summary_failure
 
 MARKERS = ("status.json", "config.yaml", ".hydra/overrides.yaml")
 SWEEP_SUMMARY = "sweep_summary.json"
@@ -162,6 +163,8 @@ def load_run(run_dir: Path, launcher: dict[str, Any] | None = None) -> Run:
         run.status, run.reason = "failed", "stopped while running (killed?) and never finished"
     elif run.status == "completed" and not summary:
         run.status, run.reason = "failed", "completed status but no summary.json"
+    elif run.status == "completed" and (why := summary_failure(summary)):
+        run.status, run.reason = "failed", why  # a NaN val loss is failed, never ranked first
     run.curve = load_curve(run_dir, summary)
     if launcher and isinstance(launcher.get("seconds"), (int, float)) and launcher["seconds"] > 0:
         run.launcher_seconds = float(launcher["seconds"])
