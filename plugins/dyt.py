@@ -21,6 +21,7 @@ from decoderlab.registry import ComponentConfig
 
 @dataclass
 class DyTConfig(ComponentConfig):
+    RANGES = {"alpha0": "(0, inf)"}  # allowed values, checked at composition (decoderlab.ranges)
     alpha0: float = 0.5  # the paper's default initial alpha for non-LLM widths
 
 

@@ -77,3 +77,60 @@ def test_an_unknown_option_of_a_group_lists_the_valid_names(arg: str, valid: str
 def test_an_option_set_as_a_value_says_how_to_pick_it(compose):
     with pytest.raises(ConfigError, match="model.attention=flashh: pick an option with model/attention=<name>"):
         validate(compose(["model.attention=flashh"]))
+
+
+def _component_numeric_fields() -> list[tuple[str, str, str]]:
+    """(config key, option, field) of every numeric field of every registered component config, plugins included."""
+    from decoderlab.cli import all_registries
+
+    out = []
+    for group, registry in all_registries().items():
+        for entry in registry:
+            for f in dataclasses.fields(entry.config_cls):
+                if any(t in str(f.type) for t in ("int", "float")) and "bool" not in str(f.type):
+                    out.append((group.replace("/", "."), entry.name, f.name))
+    return out
+
+
+COMPONENT_NUMERIC = _component_numeric_fields()
+
+
+def test_every_numeric_field_of_every_component_config_has_a_range():
+    from decoderlab.cli import all_registries
+    from decoderlab.ranges import declared_ranges
+
+    registries = all_registries()
+    missing = [f"{key}/{name}.{field}" for key, name, field in COMPONENT_NUMERIC
+               if field not in declared_ranges(registries[key.replace(".", "/")].get(name).config_cls)]
+    assert COMPONENT_NUMERIC and missing == []
+
+
+@pytest.mark.parametrize("key, name, field", COMPONENT_NUMERIC, ids=lambda v: str(v))
+@pytest.mark.parametrize("value", [0, -3])
+def test_component_fields_at_zero_and_negative_are_one_line_errors_unless_in_range(key, name, field, value):
+    from decoderlab.cli import all_registries
+    from decoderlab.ranges import component_range_problems, declared_ranges
+
+    registry = all_registries()[key.replace(".", "/")]
+    entry = registry.get(name)
+    spec = declared_ranges(entry.config_cls)[field]
+    typed = dataclasses.replace(registry.default_config(name), **{field: value})
+    problems = component_range_problems(key, typed)
+    if in_range(value, spec):
+        assert problems == []
+    else:
+        assert problems == [f"{key}.{field}={value} is out of range: allowed {spec}"]
+
+
+@pytest.mark.parametrize("overrides, line", [
+    (["model/positional=rope", "model.positional.base=0"], "model.positional.base=0.0 is out of range: allowed (1, inf)"),
+    (["model/positional=t5", "model.positional.num_buckets=-3"],
+     "model.positional.num_buckets=-3 is out of range: allowed [2, inf)"),
+    (["model.norm.eps=0"], "model.norm.eps=0.0 is out of range: allowed (0, inf)"),
+    (["data.val_fraction=1.5"], "data.val_fraction=1.5 is out of range: allowed (0, 1)"),
+])
+def test_component_ranges_are_checked_when_a_run_is_validated(overrides, line, compose):
+    with pytest.raises(ConfigError) as err:
+        validate(compose(overrides))
+    key = line.split("=")[0]
+    assert [ln.strip(" -") for ln in str(err.value).splitlines() if key + "=" in ln] == [line]

@@ -26,7 +26,7 @@ from decoderlab.components.tokenizers import TOKENIZERS
 from decoderlab.data import CORPORA
 from decoderlab.errors import ConfigError
 from decoderlab.model import ModelConfig
-from decoderlab.ranges import range_problems, range_warnings
+from decoderlab.ranges import component_range_problems, range_problems, range_warnings
 from decoderlab.wandb_setup import check_credentials
 
 log = logging.getLogger("decoderlab")
@@ -252,8 +252,10 @@ def _slot_problems(cfg: DictConfig, missing: list[str], sizes_ok: bool) -> list[
         except Exception as e:  # noqa: BLE001 - reported with the key
             problems.append(f"{key}: {e}")
             continue
+        out_of_range = component_range_problems(key, typed)
+        problems += out_of_range
         # Cross-slot rules live with the component: ``check(model_cfg) -> [problem naming both keys]``.
-        if key.startswith("model.") and hasattr(typed, "check") and not missing and sizes_ok:
+        if key.startswith("model.") and hasattr(typed, "check") and not missing and sizes_ok and not out_of_range:
             problems += list(typed.check(cfg.model))
     return problems
 

@@ -1,6 +1,7 @@
 """The allowed range of every numeric field of the run schema, checked at composition (before anything runs).
 
-One declarative table: ``key -> (low, high)`` with ``[`` / ``(`` for closed / open ends; ``None`` values (where the
+The run schema's ranges are one declarative table (:data:`RANGES`); each registry config (core or plugin) declares its
+own as a class attribute ``RANGES = {"field": "(0, inf)"}`` (not a dataclass field). Ranges are ``key -> (low, high)`` with ``[`` / ``(`` for closed / open ends; ``None`` values (where the
 schema allows them) are not checked. :func:`range_problems` returns one line per bad value, naming the key, the
 value and the allowed range.
 """
@@ -54,6 +55,26 @@ def range_problems(cfg: DictConfig) -> list[str]:
             continue
         if not in_range(value, spec):
             out.append(f"{key}={value} is out of range: allowed {spec}")
+    return out
+
+
+def declared_ranges(config_cls: type) -> dict[str, str]:
+    """A component config's ``RANGES`` (field -> range), merged over its base classes (a subclass's entry wins)."""
+    out: dict[str, str] = {}
+    for klass in reversed(config_cls.__mro__):
+        out.update(vars(klass).get("RANGES", {}))
+    return out
+
+
+def component_range_problems(key: str, typed: Any) -> list[str]:
+    """One line per field of a registry config (``typed``, at config key ``key``) outside its declared range."""
+    out = []
+    for field, spec in declared_ranges(type(typed)).items():
+        value = getattr(typed, field, None)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not in_range(value, spec):
+            out.append(f"{key}.{field}={value} is out of range: allowed {spec}")
     return out
 
 

@@ -62,6 +62,10 @@ IMPLS = ("auto", "sdpa", "flex", "math")
 
 @dataclass
 class MHAConfig(ComponentConfig):
+    RANGES = {  # allowed values, checked at composition (decoderlab.ranges)
+        "n_kv_heads": "[1, inf)",
+        "qk_norm_eps": "(0, inf)",
+    }
     # Key/value heads for grouped-query attention; None = n_heads (multi-head), 1 = multi-query.
     n_kv_heads: int | None = None
     # "auto": flex for encodings with a score_mod on CUDA (without dropout), else sdpa. "sdpa":

@@ -43,6 +43,11 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 @dataclass
 class MLPConfig(ComponentConfig):
+    RANGES = {  # allowed values, checked at composition (decoderlab.ranges)
+        "hidden": "[1, inf)",
+        "multiplier": "(0, inf)",
+        "multiple_of": "[1, inf)",
+    }
     activation: str = "gelu"  # one of ACTIVATIONS: gelu (tanh approx.), gelu_exact, relu, relu2, silu
     hidden: int | None = None  # explicit hidden width; None: multiplier * d_model
     multiplier: float = 4.0
@@ -59,6 +64,11 @@ class MLPConfig(ComponentConfig):
 
 @dataclass
 class GLUConfig(ComponentConfig):
+    RANGES = {  # allowed values, checked at composition (decoderlab.ranges)
+        "hidden": "[1, inf)",
+        "multiplier": "(0, inf)",
+        "multiple_of": "[1, inf)",
+    }
     hidden: int | None = None  # explicit hidden width; wins over match_params and multiplier
     multiplier: float = 4.0
     match_params: bool = True  # 2/3 * multiplier * d_model: as many parameters as the ungated multiplier-x MLP

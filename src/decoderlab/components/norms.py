@@ -26,6 +26,7 @@ def _eps_check(eps: float) -> list[str]:
 
 @dataclass
 class LayerNormConfig(ComponentConfig):
+    RANGES = {"eps": "(0, inf)"}  # allowed values, checked at composition (decoderlab.ranges)
     eps: float = 1e-5
     bias: bool = True  # false: scale only (as in PaLM, OLMo)
 
@@ -35,6 +36,7 @@ class LayerNormConfig(ComponentConfig):
 
 @dataclass
 class RMSNormConfig(ComponentConfig):
+    RANGES = {"eps": "(0, inf)"}  # allowed values, checked at composition (decoderlab.ranges)
     eps: float = 1e-6
 
     def check(self, model_cfg: Any) -> list[str]:
@@ -43,6 +45,7 @@ class RMSNormConfig(ComponentConfig):
 
 @dataclass
 class ScaleNormConfig(ComponentConfig):
+    RANGES = {"eps": "(0, inf)"}  # allowed values, checked at composition (decoderlab.ranges)
     eps: float = 1e-5
 
     def check(self, model_cfg: Any) -> list[str]:

@@ -121,6 +121,10 @@ class ParallelBlock(Block):
 
 @dataclass
 class DeepNormConfig(ComponentConfig):
+    RANGES = {  # allowed values, checked at composition (decoderlab.ranges)
+        "alpha": "(0, inf)",
+        "beta": "(0, inf)",
+    }
     # None: the paper's decoder-only values for N = model.n_layers, alpha = (2N)^(1/4), beta = (8N)^(-1/4).
     alpha: float | None = None
     beta: float | None = None

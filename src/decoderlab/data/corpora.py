@@ -41,6 +41,11 @@ class Document:
 @dataclass
 class DataConfig(ComponentConfig):
     """Fields shared by every corpus."""
+    RANGES = {  # allowed values, checked at composition (decoderlab.ranges)
+        "val_fraction": "(0, 1)",
+        "num_proc": "[1, inf)",
+        "shard_chars": "[1, inf)",
+    }
 
     val_fraction: float = 0.1  # share of the text (tail rule) or of the documents (document rule) held out
     holdout: str = "auto"  # auto | tail | document; auto takes the corpus's own rule (Corpus.holdout_rule)

@@ -16,6 +16,7 @@ from decoderlab.registry import ComponentConfig
 
 @dataclass
 class LearnedConfig(ComponentConfig):
+    RANGES = {"max_positions": "[1, inf)"}  # allowed values, checked at composition (decoderlab.ranges)
     # Table size; None means model.block_size.
     max_positions: int | None = None
 

@@ -30,6 +30,15 @@ IMPLS = ("complex", "rotate_half")
 
 @dataclass
 class RopeConfig(ComponentConfig):
+    RANGES = {  # allowed values, checked at composition (decoderlab.ranges)
+        "base": "(1, inf)",
+        "fraction": "(0, 1]",
+        "factor": "[1, inf)",
+        "original_max_positions": "[1, inf)",
+        "beta_fast": "(0, inf)",
+        "beta_slow": "(0, inf)",
+        "mscale": "(0, inf)",
+    }
     base: float = 10000.0
     # "complex" (pairs 2i, 2i+1; faster on CPU) or "rotate_half" (pairs i, i + R/2; HF layout).
     impl: str = "complex"

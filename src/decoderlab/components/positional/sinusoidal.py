@@ -15,6 +15,7 @@ from decoderlab.registry import ComponentConfig
 
 @dataclass
 class SinusoidalConfig(ComponentConfig):
+    RANGES = {"base": "(1, inf)"}  # allowed values, checked at composition (decoderlab.ranges)
     base: float = 10000.0
     # Scale token embeddings by sqrt(d_model) before adding PE (§3.4): small embeddings are otherwise swamped.
     scale_embeddings: bool = True

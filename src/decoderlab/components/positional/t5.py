@@ -16,6 +16,10 @@ from decoderlab.registry import ComponentConfig
 
 @dataclass
 class T5Config(ComponentConfig):
+    RANGES = {  # allowed values, checked at composition (decoderlab.ranges)
+        "num_buckets": "[2, inf)",
+        "max_distance": "[1, inf)",
+    }
     num_buckets: int = 32
     max_distance: int = 128
 

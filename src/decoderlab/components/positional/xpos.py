@@ -21,6 +21,11 @@ from decoderlab.registry import ComponentConfig
 
 @dataclass
 class XposConfig(ComponentConfig):
+    RANGES = {  # allowed values, checked at composition (decoderlab.ranges)
+        "base": "(1, inf)",
+        "scale_base": "(0, inf)",
+        "gamma": "[0, inf)",
+    }
     base: float = 10000.0
     impl: str = "complex"  # as for rope: "complex" or "rotate_half"
     scale_base: float = 512.0  # B: the decay is zeta^(distance / B) (torchscale's default)

@@ -48,6 +48,10 @@ NAMED_BASES = ("bpe", "char", "byte")
 
 @dataclass
 class ExtendConfig(ComponentConfig):
+    RANGES = {  # allowed values, checked at composition (decoderlab.ranges)
+        "min_frequency": "[1, inf)",
+        "max_added": "[1, inf)",
+    }
     # The tokenizer to extend: a file / run directory (tokenizer.json) or a name (bpe, char, byte) fitted here.
     base: str = MISSING
     add_cjk: bool = True  # add the training split's CJK characters that the base splits into several tokens

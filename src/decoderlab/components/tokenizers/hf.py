@@ -150,6 +150,10 @@ class HFTokenizer(Tokenizer):
 
 @dataclass
 class BPEConfig(ComponentConfig):
+    RANGES = {  # allowed values, checked at composition (decoderlab.ranges)
+        "vocab_size": "[1, inf)",
+        "min_frequency": "[1, inf)",
+    }
     vocab_size: int = 1024  # including the 256 byte tokens
     min_frequency: int = 2  # a pair is merged only if it occurs at least this often in the training split
 
