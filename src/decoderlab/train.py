@@ -4,6 +4,8 @@
     decoderlab-train model/positional=rope model.positional.base=500000 trainer.max_steps=500
     decoderlab-train -m model/positional=sinusoidal,rope,t5 seed=0,1,2   # each job in its own process
     decoderlab-train --plan -m model/ffn=mlp,swiglu param_budget=800000   # sizes, FLOPs, memory only
+
+The module is callable: ``decoderlab.train(overrides_or_config, run_dir=None)`` is :func:`decoderlab.api.train`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 import sys
 import tempfile
+import types
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from decoderlab import rundir
+from decoderlab.api import conf_dir
 from decoderlab.config import register_schema
 from decoderlab.errors import UserError, print_user_error
 from decoderlab.plan import PLAN_ENV, plan_requested, plan_row, print_plan
@@ -28,15 +32,6 @@ from decoderlab.runner import run
 from decoderlab.sweep import results
 
 log = logging.getLogger("decoderlab")
-
-
-def conf_dir() -> str:
-    """``conf/`` inside an installed wheel, else the source checkout's top-level ``conf/``."""
-    here = Path(__file__).resolve().parent
-    for cand in (here / "conf", here.parents[1] / "conf"):
-        if (cand / "train.yaml").is_file():
-            return str(cand)
-    raise RuntimeError(f"decoderlab: cannot find conf/train.yaml near {here}")
 
 
 def _prepare_process() -> None:
@@ -131,6 +126,17 @@ def main() -> None:
     finally:
         os.unlink(session_file)
 
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as the API function: ``decoderlab.train(...)`` whether or not it was imported."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from decoderlab.api import train
+
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     main()
