@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from decoderlab.checkpoint import atomic_save, checkpoint_record, read_checkpoint, seal
 from decoderlab.errors import ConfigError
 from decoderlab.lit import LitDecoder
+from decoderlab.logs import StepProgress, ValidationLog, quiet_wandb, setup_run_logging, wandb_where
 from decoderlab.model import Decoder
 from decoderlab.wandb_names import wandb_names
 
@@ -78,6 +79,7 @@ def build_loggers(cfg: DictConfig, out: Path, choices: dict[str, str]) -> list[A
         target = str(spec.get("_target_", ""))
         spec.setdefault("save_dir", str(out))
         if target.endswith("WandbLogger"):
+            quiet_wandb()
             spec.setdefault("project", cfg.project)
             spec.setdefault("offline", wandb_offline_default())
             for k, v in wandb_names(choices, cfg.run_name).items():
@@ -86,6 +88,9 @@ def build_loggers(cfg: DictConfig, out: Path, choices: dict[str, str]) -> list[A
             loggers.append(instantiate(spec))
         except Exception as e:  # noqa: BLE001 - a bad logger kwarg is a config mistake
             raise ConfigError(f"logger.{key}: cannot create {target}: {e}") from None
+        if target.endswith("WandbLogger") and spec.get("anonymous") is None:
+            # Lightning passes anonymous=None to wandb.init, which warns about the deprecated setting on every run
+            getattr(loggers[-1], "_wandb_init", {}).pop("anonymous", None)
     return loggers
 
 
@@ -101,7 +106,8 @@ def build_trainer(cfg: DictConfig, out: Path, loggers: list[Any], timer: TrainTi
         check_val_every_n_epoch=None, log_every_n_steps=t.log_every_n_steps, accelerator=t.accelerator,
         devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
         gradient_clip_val=None, accumulate_grad_batches=t.accumulate_grad_batches,
-        enable_progress_bar=t.enable_progress_bar, logger=loggers or False, callbacks=[ckpt, timer],
+        enable_progress_bar=False, logger=loggers or False,  # our own bar: step N/max_steps (decoderlab.logs)
+        callbacks=[ckpt, timer, ValidationLog(), *([StepProgress()] if t.enable_progress_bar else [])],
         plugins=[AtomicCheckpointIO()], default_root_dir=str(out), num_sanity_val_steps=0,
         use_distributed_sampler=False, enable_model_summary=False,
     )
@@ -114,6 +120,7 @@ def build_trainer(cfg: DictConfig, out: Path, loggers: list[Any], timer: TrainTi
 
 def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: dict, choices: dict) -> dict:
     """Train and validate; returns the figures of the run summary."""
+    setup_run_logging()
     extra = checkpoint_record(model, data.tokenizer)
     # Clipping, the divergence check and compilation live in LitDecoder (Lightning's clipping refuses fused AdamW
     # under bf16-mixed); intermediate validations score a fixed sample of windows, the final one all of them.
@@ -134,6 +141,7 @@ def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: di
     t0 = time.perf_counter()
     trainer.fit(lit, datamodule=dm, ckpt_path=cfg.trainer.ckpt_path, weights_only=True)
     wall = time.perf_counter() - t0
+    train_loss = _f(trainer.callback_metrics.get("train/loss"))  # a later validate() resets callback_metrics
     if dm.val_is_sampled() or trainer.global_step % max(1, min(cfg.trainer.val_check_interval,
                                                                 cfg.trainer.max_steps)) != 0:
         trainer.validate(lit, datamodule=dm, verbose=False, weights_only=True)  # the summary reports the final model
@@ -152,7 +160,7 @@ def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: di
     (out / "sample.txt").write_text(sample, encoding="utf-8")
     return {
         "steps": trainer.global_step, "tokens_seen": lit.tokens_seen,
-        "train_loss": _f(m.get("train/loss")), "val_loss": _f(m.get("val/loss")), "val_bpb": _f(m.get("val/bpb")),
+        "train_loss": train_loss, "val_loss": _f(m.get("val/loss")), "val_bpb": _f(m.get("val/bpb")),
         "tokens_per_s": (lit.tokens_seen - lit.tokens_at_start) / timer.seconds if timer.seconds else None,
         "train_seconds": timer.seconds, "wall_seconds": wall, "checkpoint": str(last), "sample": sample,
     }
@@ -169,7 +177,9 @@ def _finish_wandb(loggers: list[Any]) -> None:
             import wandb  # lazy: optional and slow; only a run with a wandb logger needs it
 
             if wandb.run is not None:
+                where = wandb_where(wandb.run)
                 wandb.finish()
+                log.info(where)
 
 
 def generate_sample(cfg: DictConfig, model: Decoder, tokenizer: Any) -> str:
