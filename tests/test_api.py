@@ -95,3 +95,18 @@ def test_missing_plugin_is_a_user_error(trained: decoderlab.Run) -> None:
     record = {"plugins": {"model/norm": {"name": "no_such_norm", "module": "decoderlab_plugin_no_such"}}}
     with pytest.raises(UserError, match="decoderlab_plugin_no_such.*model/norm=no_such_norm"):
         require_plugins(record, "x.ckpt")
+
+
+def test_experiment_is_a_group_with_or_without_plus() -> None:
+    plain = decoderlab.compose(["experiment=pe_ablation"])
+    plus = decoderlab.compose(["+experiment=pe_ablation"])  # the older spelling keeps working
+    assert OmegaConf.to_container(plain) == OmegaConf.to_container(plus)
+    assert plain.trainer.max_steps == 300 and plain.param_budget == 800000  # the preset's values, not the defaults
+
+
+@pytest.mark.slow
+def test_help_lists_plan_resume_and_completion() -> None:
+    out = subprocess.run([sys.executable, "-m", "decoderlab.train", "--help"], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=SRC), check=True).stdout
+    assert "--plan" in out and "--resume RUN_DIR" in out and "-sc install=bash" in out
+    assert "experiment: " in out and "pe_ablation" in out

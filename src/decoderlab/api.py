@@ -53,7 +53,7 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     register_schema()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=conf_dir(), version_base=None):
-        full = hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
+        full = hydra_compose("train", overrides=normalize_overrides(overrides), return_hydra_config=True)
     GlobalHydra.instance().clear()
     cfg = OmegaConf.masked_copy(full, [k for k in full if k != "hydra"])
     OmegaConf.set_struct(cfg, True)
@@ -71,6 +71,12 @@ def conf_dir() -> str:
             return str(cand)
     raise RuntimeError(f"decoderlab: cannot find conf/train.yaml near {here}")
 
+
+
+def normalize_overrides(overrides: Sequence[str]) -> list[str]:
+    """``+experiment=NAME`` -> ``experiment=NAME``: ``experiment`` is in the defaults list (``experiment: null``), so
+    Hydra would reject the ``+`` form that older docs and scripts use."""
+    return [o[1:] if o.startswith("+experiment=") else o for o in overrides]
 
 
 def default_run_dir() -> Path:

@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from decoderlab import rundir
-from decoderlab.api import conf_dir
+from decoderlab.api import conf_dir, normalize_overrides
 from decoderlab.config import register_schema
 from decoderlab.errors import UserError, print_user_error
 from decoderlab.plan import PLAN_ENV, plan_requested, plan_row, print_plan
@@ -89,8 +89,8 @@ def _plan(cfg: Any) -> None:
 
 
 def _cli_args(argv: list[str]) -> list[str]:
-    """``--plan`` -> plan mode (no training, no run directory)."""
-    args = list(argv)
+    """``--plan`` -> plan mode (no training, no run directory); ``+experiment=`` -> ``experiment=``."""
+    args = normalize_overrides(argv)
     if "--plan" in args:
         args = [a for a in args if a != "--plan"]
         os.environ[PLAN_ENV] = "1"
