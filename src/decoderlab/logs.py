@@ -83,6 +83,16 @@ def wandb_where(run: Any) -> str:
     return f"wandb: offline run in {run_dir}; push it with: wandb sync {run_dir}"
 
 
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux: /proc, 10 ms resolution); None where that cannot be read."""
+    try:
+        fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat: start time after boot
+        return float(open("/proc/uptime").read().split()[0]) - started
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _metric(trainer: Any, key: str) -> float | None:
     v = trainer.callback_metrics.get(key)
     return None if v is None else float(v)
@@ -100,6 +110,14 @@ class ValidationLog(Callback):
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self.t0 = time.perf_counter()
+        self.first = True
+
+    def on_train_batch_start(self, trainer: Any, *args: Any) -> None:
+        if getattr(self, "first", False):  # start-up time, for benchmarks/bench_startup.py and the curious
+            self.first = False
+            age = process_age_s()
+            if age is not None and trainer.is_global_zero:
+                log.info("first training step %.2f s after the process started", age, extra=FILE_ONLY)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
