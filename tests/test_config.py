@@ -98,7 +98,7 @@ EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "con
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_and_validates(name, compose):
-    cfg = compose([f"+experiment={name}"])
+    cfg = compose([f"experiment={name}"])
     validate(cfg)
     if name.endswith("_ablation"):
         assert cfg.param_budget == 800000 and "param_budget" not in cfg.model  # a run-level key

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 
 from decoderlab import rundir
+from decoderlab.components import MODEL_REGISTRIES
 from decoderlab.components.tokenizers import Tokenizer, tokenizer_from_json
 from decoderlab.errors import UserError
 from decoderlab.model import Decoder, ModelConfig
@@ -44,9 +46,39 @@ def model_record(model_cfg: Any) -> dict[str, Any]:
 
 def checkpoint_record(model: Decoder, tokenizer: Tokenizer) -> dict[str, Any]:
     """What a checkpoint carries to rebuild its model alone: the format version, the *built* config (FFN width
-    already solved for ``param_budget``), the vocabulary size and the bound tokenizer."""
+    already solved for ``param_budget``), the vocabulary size, the bound tokenizer and the plugin modules that
+    registered its components (``{"model/norm": {"name": "dyt", "module": "decoderlab_plugin_dyt"}}``)."""
     return {"format": FORMAT_VERSION, "model": model_record(model.cfg),
-            "vocab_size": int(model.tok_emb.weight.shape[0]), "tokenizer": tokenizer.to_json()}
+            "vocab_size": int(model.tok_emb.weight.shape[0]), "tokenizer": tokenizer.to_json(),
+            "plugins": plugin_sources(model.cfg)}
+
+
+def plugin_sources(model_cfg: Any) -> dict[str, dict[str, str]]:
+    """Per model slot whose component a plugin registered: its name and the plugin's module."""
+    out = {}
+    for group, registry in MODEL_REGISTRIES.items():
+        slot = getattr(model_cfg, group.split("/")[-1], None)
+        name = slot.get("name") if isinstance(slot, dict) else getattr(slot, "name", None)
+        if name in registry and registry.get(name).source.split(".")[0] != "decoderlab":
+            out[group] = {"name": str(name), "module": registry.get(name).source}
+    return out
+
+
+def require_plugins(record: dict[str, Any], source: str) -> None:
+    """Import the plugin modules a checkpoint records for components not registered yet; a plugin that cannot be
+    found is an error naming it and its component."""
+    for group, need in (record.get("plugins") or {}).items():
+        registry = MODEL_REGISTRIES.get(group)
+        if registry is None or need.get("name") in registry:
+            continue
+        module = need.get("module", "?")
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # noqa: BLE001 - any import failure means the plugin is not usable here
+            raise UserError(
+                f"{source} needs the plugin module '{module}' (it provides {group}={need.get('name')}), which cannot "
+                f"be imported ({type(e).__name__}: {e}); put the plugin in ./plugins or on DECODERLAB_PLUGIN_PATH, "
+                f"or pip install the package that provides it") from None
 
 
 def state_checksum(state_dict: dict[str, torch.Tensor]) -> str:
@@ -176,6 +208,7 @@ def load_decoder(ckpt: dict[str, Any], source: str) -> tuple[Decoder, Tokenizer]
     """The trained model (eval mode) and its bound tokenizer from a checkpoint read with :func:`read_checkpoint`."""
     record = ckpt[RECORD_KEY]
     tokenizer = bound_tokenizer(ckpt, source)
+    require_plugins(record, source)
     model_cfg = model_config_from_record(record, source)
     try:
         model = Decoder(model_cfg, int(record["vocab_size"]))

@@ -24,6 +24,7 @@ from decoderlab.callbacks import PreemptCheckpoint
 from decoderlab.checkpoint import atomic_save, checkpoint_record, read_checkpoint, seal
 from decoderlab.errors import ConfigError
 from decoderlab.lit import LitDecoder
+from decoderlab.logs import StepProgress, ValidationLog, quiet_wandb, setup_run_logging, wandb_where
 from decoderlab.model import Decoder
 from decoderlab.preempt import Preempted
 from decoderlab.wandb_names import wandb_names
@@ -76,6 +77,7 @@ def build_loggers(cfg: DictConfig, out: Path, choices: dict[str, str]) -> list[A
             loggers.append(_instantiate(key, spec))
             continue
         check_credentials()
+        quiet_wandb()
         spec.setdefault("project", cfg.project)
         spec.setdefault("id", resume.wandb_id(out))  # a resume continues the same wandb run
         spec.setdefault("resume", "allow")
@@ -84,6 +86,9 @@ def build_loggers(cfg: DictConfig, out: Path, choices: dict[str, str]) -> list[A
         offline = spec.pop("offline", wandb_offline_default())
         loggers.append(start_wandb(lambda off, spec=spec, key=key: _instantiate(key, {**spec, "offline": off}),
                                    offline))
+        if spec.get("anonymous") is None:
+            # Lightning passes anonymous=None to wandb.init, which warns about the deprecated setting on every run
+            getattr(loggers[-1], "_wandb_init", {}).pop("anonymous", None)
     return loggers
 
 
@@ -107,7 +112,9 @@ def build_trainer(cfg: DictConfig, out: Path, loggers: list[Any], timer: TrainTi
         check_val_every_n_epoch=None, log_every_n_steps=t.log_every_n_steps, accelerator=t.accelerator,
         devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
         gradient_clip_val=None, accumulate_grad_batches=t.accumulate_grad_batches,
-        enable_progress_bar=t.enable_progress_bar, logger=loggers or False, callbacks=[ckpt, timer, *extra_callbacks],
+        enable_progress_bar=False, logger=loggers or False,  # our own bar: step N/max_steps (decoderlab.logs)
+        callbacks=[ckpt, timer, ValidationLog(), *([StepProgress()] if t.enable_progress_bar else []),
+                   *extra_callbacks],
         plugins=[AtomicCheckpointIO()], default_root_dir=str(out), num_sanity_val_steps=0,
         use_distributed_sampler=False, enable_model_summary=False,
     )
@@ -131,6 +138,7 @@ def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: di
         catcher: Any = None, resumed: bool = False) -> dict:
     """Train and validate; returns the figures of the run summary. ``catcher``: a preemption signal saves a
     checkpoint at the current step (:mod:`decoderlab.preempt`); ``resumed``: metrics.csv keeps its earlier rows."""
+    setup_run_logging()
     lit = build_lit(cfg, model, data.tokenizer, checkpoint_extra=checkpoint_record(model, data.tokenizer))
     # Intermediate validations score a fixed sample of windows, the final one all of them.
     dm.val_sample_windows = cfg.trainer.val_sample_windows
@@ -150,6 +158,7 @@ def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: di
     t0 = time.perf_counter()
     trainer.fit(lit, datamodule=dm, ckpt_path=cfg.trainer.ckpt_path, weights_only=True)
     wall = time.perf_counter() - t0
+    train_loss = _f(trainer.callback_metrics.get("train/loss"))  # a later validate() resets callback_metrics
     _final_validation(cfg, trainer, lit, dm, last)
     m = trainer.callback_metrics
     for lg in loggers:
@@ -164,7 +173,7 @@ def fit(cfg: DictConfig, out: Path, model: Decoder, data: Any, dm: Any, flat: di
     (out / "sample.txt").write_text(sample, encoding="utf-8")
     return {
         "steps": trainer.global_step, "tokens_seen": lit.tokens_seen,
-        "train_loss": _f(m.get("train/loss")), "val_loss": _f(m.get("val/loss")), "val_bpb": _f(m.get("val/bpb")),
+        "train_loss": train_loss, "val_loss": _f(m.get("val/loss")), "val_bpb": _f(m.get("val/bpb")),
         "tokens_per_s": (lit.tokens_seen - lit.tokens_at_start) / timer.seconds if timer.seconds else None,
         "train_seconds": timer.seconds, "wall_seconds": wall, "checkpoint": str(last), "sample": sample,
     }
@@ -195,7 +204,9 @@ def _finish_wandb(loggers: list[Any]) -> None:
             import wandb  # lazy: optional and slow; only a run with a wandb logger needs it
 
             if wandb.run is not None:
+                where = wandb_where(wandb.run)
                 wandb.finish()
+                log.info(where)
 
 
 def generate_sample(cfg: DictConfig, model: Decoder, tokenizer: Any) -> str:

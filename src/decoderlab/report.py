@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+log = logging.getLogger("decoderlab")
 
 
 def make_console() -> Console:
@@ -18,8 +21,20 @@ def _fmt(v: Any, spec: str = ",.4f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def summary_line(s: dict[str, Any]) -> str:
+    """The run summary on one line, as nanoGPT ends its log: sizes, steps, losses, speed, times, where things are."""
+    p = s["params"]
+    return (f"summary: {s['steps']:,} steps, {s['tokens_seen']:,} tokens, {p['total']:,} parameters "
+            f"({p['non_embedding']:,} non-embedding); train loss {_fmt(s.get('train_loss'))}, val loss "
+            f"{_fmt(s.get('val_loss'))}, val bpb {_fmt(s.get('val_bpb'))}; {_fmt(s.get('tokens_per_s'), ',.0f')} "
+            f"tokens/s; train {s.get('train_seconds', 0):.1f} s, wall {s.get('wall_seconds', 0):.1f} s; "
+            f"run dir {s['run_dir']}; checkpoint {s['checkpoint']}")
+
+
 def print_summary(s: dict[str, Any], console: Console | None = None) -> None:
-    """The end-of-run table: sizes, steps, losses, bits-per-byte, speed, where things are, and the sample."""
+    """The end-of-run table: sizes, steps, losses, bits-per-byte, speed, where things are, and the sample; the
+    same figures as one line in ``train.log`` only (the console handler drops ``file_only`` records)."""
+    log.info(summary_line(s), extra={"file_only": True})
     console = console or Console()
     p = s["params"]
     t = Table(title="decoderlab run summary", show_header=False, title_justify="left")

@@ -5,6 +5,8 @@
     decoderlab-train -m model/positional=sinusoidal,rope,t5 seed=0,1,2   # each job in its own process
     decoderlab-train --plan -m model/ffn=mlp,swiglu param_budget=800000   # sizes, FLOPs, memory only
     decoderlab-train --resume outputs/2026-11-30/10-00-00-123-ab12cd trainer.max_steps=4000   # continue in place
+
+The module is callable: ``decoderlab.train(overrides_or_config, run_dir=None)`` is :func:`decoderlab.api.train`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import os
 import sys
 import tempfile
+import types
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from decoderlab import resume, rundir
+from decoderlab.api import conf_dir, normalize_overrides
 from decoderlab.config import check_group_choices, check_no_secret_overrides, register_schema
 from decoderlab.errors import UserError, exit_on_user_error, print_user_error
 from decoderlab.outcome import objective
@@ -31,15 +35,6 @@ from decoderlab.runner import run
 from decoderlab.sweep import results
 
 log = logging.getLogger("decoderlab")
-
-
-def conf_dir() -> str:
-    """``conf/`` inside an installed wheel, else the source checkout's top-level ``conf/``."""
-    here = Path(__file__).resolve().parent
-    for cand in (here / "conf", here.parents[1] / "conf"):
-        if (cand / "train.yaml").is_file():
-            return str(cand)
-    raise RuntimeError(f"decoderlab: cannot find conf/train.yaml near {here}")
 
 
 def _prepare_process() -> None:
@@ -138,8 +133,9 @@ def _plan(cfg: Any) -> None:
 
 
 def _cli_args(argv: list[str]) -> list[str]:
-    """``--plan`` -> plan mode (no training, no run directory); ``--resume RUN_DIR`` -> that run's overrides."""
-    args = list(argv)
+    """``--plan`` -> plan mode (no training, no run directory); ``--resume RUN_DIR`` -> that run's overrides;
+    ``+experiment=`` -> ``experiment=``."""
+    args = normalize_overrides(argv)
     for i, a in enumerate(args):
         if a == "--resume" or a.startswith("--resume="):
             value = a.split("=", 1)[1] if "=" in a else (args[i + 1] if i + 1 < len(args) else "")
@@ -185,6 +181,17 @@ def main() -> None:
     finally:
         os.unlink(session_file)
 
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as the API function: ``decoderlab.train(...)`` whether or not it was imported."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from decoderlab.api import train
+
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     main()
