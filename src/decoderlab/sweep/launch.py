@@ -107,8 +107,18 @@ def _compose(ctx: Any, config: DictConfig, spec: JobSpec, sweep_dir: Path) -> No
         validate(spec.cfg)
         spec.fp = fingerprint(spec.cfg)
     except Exception as e:  # noqa: BLE001 - composition, interpolation or validation: this job's problem
-        msg = str(e) if type(e).__name__ == "ConfigError" else f"cannot compose: {type(e).__name__}: {e}"
+        msg = str(e) if type(e).__name__ == "ConfigError" else f"cannot compose: {_one_line(e)}"
         spec.error = msg if msg.startswith("invalid configuration") else f"invalid configuration: {msg}"
+
+
+def _one_line(e: BaseException) -> str:
+    """Hydra's composition error on one line, with its cause: ``Could not override 'model.positional.base'
+    (Key 'base' not in 'LearnedConfig')`` (its hint to append with ``+`` is dropped)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    cause = e.__cause__
+    if cause is not None and str(cause).strip():
+        text += f" ({str(cause).strip().splitlines()[0]})"
+    return text
 
 
 def child_command(spec: JobSpec, config: DictConfig) -> list[str]:
