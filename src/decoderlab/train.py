@@ -11,6 +11,7 @@ The module is callable: ``decoderlab.train(overrides_or_config, run_dir=None)`` 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -28,11 +29,13 @@ from decoderlab.api import conf_dir, normalize_overrides
 from decoderlab.config import check_group_choices, check_no_secret_overrides, register_schema
 from decoderlab.errors import UserError, exit_on_user_error, print_user_error
 from decoderlab.outcome import objective
+from decoderlab.overrides import defer_to_jobs
 from decoderlab.plan import PLAN_ENV, plan_requested, plan_row, print_plan
 from decoderlab.plugins import load_plugins
 from decoderlab.preempt import Preempted, SignalCatcher
 from decoderlab.runner import run
 from decoderlab.sweep import results
+from decoderlab.wandb_names import OVERRIDES_ENV
 
 log = logging.getLogger("decoderlab")
 
@@ -152,6 +155,26 @@ def _cli_args(argv: list[str]) -> list[str]:
     return args
 
 
+def _is_group(key: str) -> bool:
+    """Whether ``key`` names a config group (``model/positional``, ``data``) rather than a config key."""
+    from hydra.core.config_store import ConfigStore
+
+    try:
+        return "/" in key or (Path(conf_dir()) / key).is_dir() or bool(ConfigStore.instance().list(key))
+    except OSError:
+        return False
+
+
+def _sweep_args(args: list[str]) -> list[str]:
+    """A multirun's arguments: recorded for every job's wandb names (``OVERRIDES_ENV``, read in process and in
+    child processes alike), and settings of a swept group's node deferred to each job (one invalid point is
+    reported, the others run: :func:`decoderlab.overrides.defer_to_jobs`)."""
+    if not any(a in ("-m", "--multirun") for a in args):
+        return args
+    os.environ[OVERRIDES_ENV] = json.dumps([a for a in args if "=" in a and not a.startswith(("-", "hydra"))])
+    return defer_to_jobs(args, _is_group)
+
+
 def _finish_sweeps(session_file: str) -> int:
     """Print the per-job table of every sweep this process ran; the exit status (1 if any job failed)."""
     session = results.read_session(session_file)
@@ -167,6 +190,7 @@ def main() -> None:
         _prepare_process()
         check_group_choices(sys.argv[1:], Path(conf_dir()))  # after plugins: their options count
         check_no_secret_overrides(sys.argv[1:])
+        sys.argv[1:] = _sweep_args(sys.argv[1:])
     app = hydra.main(version_base=None, config_path=conf_dir(), config_name="train")(task)
     fd, session_file = tempfile.mkstemp(prefix="decoderlab-session-", suffix=".jsonl")
     os.close(fd)

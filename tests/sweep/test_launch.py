@@ -178,3 +178,39 @@ def test_submitit_local_launcher_runs_a_job(tmp_path: Path, tiny_corpus: Path):
     r2 = _sweep(tmp_path, tiny_corpus, *args, env=env)  # again: the task itself skips the finished job
     assert r2.returncode == 0, r2.stdout + r2.stderr
     assert (job / "status.json").read_text() == status
+
+
+def _wandb_run(job_dir: Path):
+    runs = list(job_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(runs) == 1, runs
+    return next(rec.run for rec in wandb_records(runs[0]) if rec.WhichOneof("record_type") == "run")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
+                    reason="optional extra: pip install 'decoderlab[sweeps]' (hydra-submitit-launcher)")
+def test_submitit_jobs_are_typed_by_what_varies_not_by_their_override_string(tmp_path: Path, tiny_corpus: Path):
+    env = {"DECODERLAB_PLUGIN_PATH": str(Path(__file__).resolve().parents[1] / "plugins")}
+    r = _sweep(tmp_path, tiny_corpus, "logger=default", "hydra/launcher=submitit_local", "seed=3",
+               "model/positional=learned,rope", "hydra.sweep.dir=sub", "hydra.launcher.timeout_min=5", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for num, variant in ((0, "learned"), (1, "rope")):
+        run = _wandb_run(tmp_path / "sub" / str(num))
+        assert run.run_group == "sub"
+        assert run.job_type == f"model/positional={variant}"  # not the seed, not the constants
+        assert f"model/positional={variant}" in run.tags and "seed=3" not in run.tags
+
+
+def test_an_uncomposable_point_is_reported_invalid_and_the_others_run(tmp_path: Path, tiny_corpus: Path):
+    # learned has no `base`: Hydra alone aborts the whole sweep (and --plan) on this point.
+    point = ("model/positional=rope,learned", "model.positional.base=500", "logger=csv")
+    plan = _sweep(tmp_path, tiny_corpus, "--plan", *point)
+    out = plan.stdout + plan.stderr
+    assert plan.returncode == 1, out
+    assert "to run" in out and "invalid" in out
+    assert "#1 model/positional=learned: invalid configuration: cannot compose: Could not override " \
+           "'model.positional.base'" in out and "not in 'LearnedConfig'" in out
+    r = _sweep(tmp_path, tiny_corpus, *point, "hydra.sweep.dir=sw", "hydra.launcher.stream_output=false")
+    assert r.returncode == 1, r.stdout + r.stderr
+    jobs = _jobs(tmp_path / "sw")
+    assert [jobs[i]["status"] for i in (0, 1)] == ["completed", "failed"]
+    assert "model.positional.base=500" in jobs[1]["overrides"] and "Key 'base' not in" in jobs[1]["reason"]

@@ -24,18 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from decoderlab.config import validate
-from decoderlab.overrides import override_key, quote, variant_label, varying
+from decoderlab.overrides import override_key, quote, sweep_axes, varying
 from decoderlab.plan import PLAN_ENV, PlanRow, plan_requested, plan_row, print_plan
 from decoderlab.rundir import SKIP_REASON, fingerprint, is_finished
 from decoderlab.sweep import results as R
 from decoderlab.sweep.execute import Pool, sigterm_as_interrupt
 from decoderlab.sweep.jobs import set_aside, task_config
-from decoderlab.wandb_names import JOB_ENV
+from decoderlab.wandb_names import JOB_ENV, searching
 
 log = logging.getLogger("decoderlab.sweep")
 # Parent-only Hydra overrides that must not reach a child (it is a single run in its own directory).
@@ -66,20 +65,12 @@ class JobSpec:
     error: str | None = None  # composition / validation error: the job is not launched
 
 
-def sweep_keys(config: DictConfig) -> set[str]:
-    """Keys the sweep varies: sweep overrides on the command line and ``hydra.sweeper.params``."""
+def axes(config: DictConfig) -> dict[str, str]:
+    """The sweep's axes (:func:`decoderlab.overrides.sweep_axes`): its command-line sweep overrides and
+    ``hydra.sweeper.params``."""
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
-    candidates = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
-    keys = set()
-    parser = OverridesParser.create()
-    for text in candidates:  # a single value in sweeper.params is a setting, not an axis
-        try:
-            parsed = parser.parse_override(text)
-        except Exception:  # noqa: BLE001 - only a labelling aid
-            continue
-        if parsed.is_sweep_override():
-            keys.add(parsed.key_or_group)
-    return keys
+    target = str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
+    return sweep_axes(list(config.hydra.overrides.task), params, searching(target))
 
 
 def varying_of(job_overrides: Sequence[Sequence[str]], keys: set[str]) -> list[list[str]]:
@@ -91,7 +82,7 @@ def varying_of(job_overrides: Sequence[Sequence[str]], keys: set[str]) -> list[l
 def prepare(ctx: Any, config: DictConfig, job_overrides: Sequence[Sequence[str]], first: int) -> list[JobSpec]:
     """Compose and validate every job; a job that cannot be composed carries its error instead."""
     sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
-    labels = varying_of(job_overrides, sweep_keys(config))
+    labels = varying_of(job_overrides, set(axes(config)))
     saved = HydraConfig.instance().cfg
     specs = []
     try:
@@ -116,8 +107,18 @@ def _compose(ctx: Any, config: DictConfig, spec: JobSpec, sweep_dir: Path) -> No
         validate(spec.cfg)
         spec.fp = fingerprint(spec.cfg)
     except Exception as e:  # noqa: BLE001 - composition, interpolation or validation: this job's problem
-        msg = str(e) if type(e).__name__ == "ConfigError" else f"cannot compose: {type(e).__name__}: {e}"
+        msg = str(e) if type(e).__name__ == "ConfigError" else f"cannot compose: {_one_line(e)}"
         spec.error = msg if msg.startswith("invalid configuration") else f"invalid configuration: {msg}"
+
+
+def _one_line(e: BaseException) -> str:
+    """Hydra's composition error on one line, with its cause: ``Could not override 'model.positional.base'
+    (Key 'base' not in 'LearnedConfig')`` (its hint to append with ``+`` is dropped)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    cause = e.__cause__
+    if cause is not None and str(cause).strip():
+        text += f" ({str(cause).strip().splitlines()[0]})"
+    return text
 
 
 def child_command(spec: JobSpec, config: DictConfig) -> list[str]:
@@ -129,8 +130,8 @@ def child_command(spec: JobSpec, config: DictConfig) -> list[str]:
 
 def child_env(spec: JobSpec, config: DictConfig) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in (PLAN_ENV, R.SESSION_ENV)}  # the child is a plain run
-    env[JOB_ENV] = json.dumps({"sweep_dir": str(config.hydra.sweep.dir), "num": spec.num, "varying": spec.varying,
-                               "variant": variant_label(spec.varying)})
+    env[JOB_ENV] = json.dumps({"sweep_dir": str(config.hydra.sweep.dir), "num": spec.num,
+                               "overrides": spec.overrides, "axes": axes(config)})
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -145,7 +146,7 @@ def launch(ctx: Any, config: DictConfig, job_overrides: Sequence[Sequence[str]],
         print_plan(rows)
         errors = [f"job {r.num}: {r.error}" for r in rows if r.error]
         R.report_to_session(sweep_dir, plan_errors=errors)
-        if not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).endswith("BasicSweeper"):
+        if searching(str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))):
             # A searching sweeper (Optuna) picks its next points from results: its first batch is the plan.
             log.info("plan: the sweeper samples its points; shown is its first batch")
             raise SystemExit(1 if errors else 0)

@@ -1,4 +1,5 @@
-"""The ``decoderlab`` Hydra launcher: runs each job of a multirun in its own child process.
+"""The ``decoderlab`` Hydra launcher (each job of a multirun in its own child process) and sweeper (Hydra's basic
+sweeper that leaves a point which cannot be composed to the launcher: reported invalid, the other points run).
 
 Discovered by Hydra through the ``hydra_plugins`` namespace package (no ``__init__.py`` in ``hydra_plugins/``).
 This module stays light (Hydra imports every plugin at start-up); the work is in :mod:`decoderlab.sweep.launch`.
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.launcher import Launcher
 
@@ -44,3 +46,24 @@ class DecoderlabLauncher(Launcher):
         from decoderlab.sweep.launch import launch  # lazy: see __init__
 
         return launch(self.hydra_context, self.config, job_overrides, initial_job_idx, self.settings)
+
+
+@dataclass
+class DecoderlabSweeperConf(BasicSweeperConf):
+    _target_: str = "hydra_plugins.decoderlab_launcher.decoderlab_launcher.DecoderlabSweeper"
+
+
+# Stored as ``basic``, Hydra's default sweeper (plugins are scanned after Hydra's core ones, so this entry wins):
+# it behaves as Hydra's basic sweeper except under the decoderlab launcher, and a preset that overrides the
+# sweeper (``override /hydra/sweeper: optuna``) still can, which a second default in conf/train.yaml would block.
+ConfigStore.instance().store(group="hydra/sweeper", name="basic", node=DecoderlabSweeperConf, provider="decoderlab")
+
+
+class DecoderlabSweeper(BasicSweeper):
+    """Hydra's basic sweeper (the grid of ``a,b``, ``range``, ``choice``), except that under the decoderlab launcher
+    a batch is not composed up front: one point that cannot be composed (``model.positional.base`` of a ``learned``
+    point) would abort them all, while the launcher composes each job and reports such a point invalid."""
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        if not isinstance(getattr(self, "launcher", None), DecoderlabLauncher):
+            super().validate_batch_is_legal(batch)
