@@ -11,7 +11,7 @@ each). A byte-level BPE is fitted once on it; then, each in a fresh process (so 
   decompressing JSON, the document split, n worker processes, writing the memmaps. ``build`` = the tokenizing pass,
   ``total`` = ``prepare`` from a cold cache (adds hashing the files for the cache key).
 
-    python benchmarks/bench_data.py                 # 1 and 2 processes, a 16 MB corpus, best of 2
+    python benchmarks/bench_data.py --mb 8 --repeats 3  # 1 and 2 processes, an 8 MB corpus, best of 3
     python benchmarks/bench_data.py --rss-gb 1      # + peak RSS building the cache of a generated 1 GB corpus
 
 Writes ``benchmarks/results/data.{json,md}`` (sections kept across runs). The ratio is decoderlab build /
@@ -109,6 +109,7 @@ def throughput(args: argparse.Namespace, work: Path) -> dict:
     corpus = work / "corpus.jsonl"
     size = write_corpus(corpus, args.mb)
     tok, fit_s = fit_tokenizer(corpus, work)
+    load = [os.getloadavg()[0]]  # the machine may be shared: other jobs' load is reported with the figures
     rows = []
     for n in (1, 2):
         runs = {"encode_batch": [], "decoderlab": []}
@@ -123,8 +124,9 @@ def throughput(args: argparse.Namespace, work: Path) -> dict:
                      "total_s": round(ours["total"], 3), "ratio": round(ours["seconds"] / hf["seconds"], 3),
                      "mb_per_s": round(ours["text_bytes"] / 1e6 / ours["seconds"], 2), "tokens": ours["tokens"]})
         print(rows[-1], flush=True)
+    load.append(os.getloadavg()[0])
     return {"corpus_mb": round(size / 1e6, 1), "vocab": 4096, "fit_and_first_build_s": round(fit_s, 2),
-            "repeats": args.repeats, "rows": rows}
+            "repeats": args.repeats, "load_avg_1min": [round(x, 2) for x in load], "rows": rows}
 
 
 def peak_rss(args: argparse.Namespace, work: Path) -> dict:
@@ -137,7 +139,8 @@ def peak_rss(args: argparse.Namespace, work: Path) -> dict:
     print(r, flush=True)
     return {"corpus_gb": round(size / 1e9, 2), "processes": 2, "rss_main_mb": round(r["rss_main_mb"]),
             "rss_worker_mb": round(r["rss_worker_mb"]), "build_s": round(r["seconds"], 1),
-            "mb_per_s": round(r["text_bytes"] / 1e6 / r["seconds"], 2), "tokens": r["tokens"]}
+            "mb_per_s": round(r["text_bytes"] / 1e6 / r["seconds"], 2), "tokens": r["tokens"],
+            "date": time.strftime("%Y-%m-%d")}
 
 
 def write_results(new: dict) -> None:
@@ -150,7 +153,8 @@ def write_results(new: dict) -> None:
     if "throughput" in res:
         t = res["throughput"]
         md += [f"JSONL corpus of {t['corpus_mb']} MB, BPE vocab {t['vocab']}, best of {t['repeats']}; fitting the "
-               f"BPE and the first build took {t['fit_and_first_build_s']} s.", "",
+               f"BPE and the first build took {t['fit_and_first_build_s']} s; 1-minute load average before / after: "
+               f"{t.get('load_avg_1min', '?')} (on {os.cpu_count()} cores).", "",
                "| processes | HF encode_batch s | + reading .ids, freeing s | decoderlab build s | ratio (vs + .ids) | "
                "ratio (vs bare) | MB/s | cold prepare s | tokens |", "|---|---|---|---|---|---|---|---|---|"]
         md += [f"| {r['processes']} | {r['encode_batch_s']} | {r['encode_batch_ids_s']} | {r['build_s']} | "
@@ -160,7 +164,7 @@ def write_results(new: dict) -> None:
         r = res["rss"]
         md += ["", f"Peak RSS building the cache of a {r['corpus_gb']} GB JSONL corpus with {r['processes']} "
                f"processes: main {r['rss_main_mb']} MB, largest worker {r['rss_worker_mb']} MB "
-               f"({r['build_s']} s, {r['mb_per_s']} MB/s, {r['tokens']:,} tokens)."]
+               f"({r['build_s']} s, {r['mb_per_s']} MB/s, {r['tokens']:,} tokens; measured {r.get('date', '?')})."]
     (RESULTS / "data.md").write_text("\n".join(md) + "\n")
 
 

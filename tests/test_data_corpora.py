@@ -234,3 +234,34 @@ def test_training_on_a_folder_of_jsonl_records_the_holdout_rule(tmp_path: Path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["data"]["holdout"]["rule"] == "document" and summary["data"]["n_docs"] == len(docs)
     assert "held-out rule 'document'" in out.stderr + out.stdout
+
+
+@pytest.mark.parametrize("name", ["a.jsonl", "a.jsonl.zst"])
+def test_workers_reading_mid_file_name_the_exact_line(tmp_path: Path, name: str):
+    """Workers start mid-file (small shards, 2 processes): errors still name the file's own line numbers, and
+    skipped records are counted in corpus order whatever the number of workers."""
+    lines = [json.dumps({"text": d}, ensure_ascii=False) for d in documents()]
+    for i in (123, 401, 557):  # 1-based lines 124, 402, 558
+        lines[i] = '{"text": oops}'
+    blob = ("\n".join(lines) + "\n").encode()
+    path = tmp_path / name
+    path.write_bytes(zstandard.ZstdCompressor().compress(blob) if name.endswith(".zst") else blob)
+    with pytest.raises(DataError, match=rf"{name}:124: invalid JSON"):
+        build(text_data(path, tmp_path, num_proc=2, shard_chars=700))
+    runs = [build(text_data(path, tmp_path / str(n), num_proc=n, shard_chars=700, on_bad_record="skip"))
+            for n in (1, 2)]
+    for data in runs:
+        skipped = data.meta["skipped_records"]
+        assert skipped["count"] == 3 and [f.split(": ")[0] for f in skipped["first"]] == [
+            f"{path}:124", f"{path}:402", f"{path}:558"]
+        assert data.meta["n_docs"] == len(lines) - 3
+    assert streams(runs[0]) == streams(runs[1])
+
+
+def test_a_text_line_longer_than_a_piece_is_cut_between_characters(tmp_path: Path):
+    """A .txt line over 1 MiB is read in pieces cut at a UTF-8 character boundary: no byte lost or broken."""
+    txt = tmp_path / "one-line.txt"
+    txt.write_text("x" + "三国演义" * 100_000 + "\n", encoding="utf-8")  # 1.2 MB, no newline until the end
+    data = build(text_data(txt, tmp_path, num_proc=2, shard_chars=1000))
+    assert data.meta["n_docs"] == 2 and data.meta["skipped_records"]["count"] == 0
+    assert data.meta["n_train"] + data.meta["n_val"] == txt.stat().st_size  # byte tokenizer: every byte once

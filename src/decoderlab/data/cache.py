@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 from filelock import FileLock
 
 from decoderlab.components.tokenizers import Tokenizer, load_tokenizer
-from decoderlab.data.corpora import Corpus, DataConfig
+from decoderlab.data.corpora import Corpus, DataConfig, Skipped
 from decoderlab.data.tokenize import (
     Rate,
     ShardEncoder,
@@ -38,7 +39,7 @@ from decoderlab.errors import DataError
 from decoderlab.rundir import write_json
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: workers read their own parts (a .txt line over 1 MiB is cut at a character boundary)
 __all__ = ["TokenizedCorpus", "prepare", "split_document", "cache_root"]
 
 
@@ -150,11 +151,17 @@ def _tokenize(corpus: Corpus, encoder: ShardEncoder, num_proc: int, tmp: dict[st
     """Stream the corpus's token shards into the temporary train/val files, in order; sum their figures."""
     totals = {"docs": 0, "val_docs": 0, "chars": 0, "text_bytes": 0, "val_bytes": 0, "val_token_bytes": 0}
     rate, size = Rate(), corpus.size_hint()
+    corpus.skipped, records = Skipped(), Counter()  # this pass's bad records; documents read per file
     with open(tmp["train"], "wb") as ftrain, open(tmp["val"], "wb") as fval, progress(size) as bar:
         task = bar.add_task("tokenizing", total=size, mb=0.0, rate=0.0, docs=0, tokens=0)
         last = np.zeros(1, encoder.dtype)
         fval.write(last.tobytes())  # the context token, set once the last training token is known
-        for shard, ids in encode_shards(corpus_shards(corpus), encoder, num_proc):
+        for shard, ids in encode_shards(corpus_shards(corpus), corpus, encoder, num_proc):
+            corpus.skipped.merge(ids.skipped)
+            records.update(ids.records)
+            for p in shard.parts:  # a file is complete: did it give any document?
+                if p.kind == "end" and not records[p.source]:
+                    corpus.bad_record(p.source, p.args[0])
             ftrain.write(ids.train.tobytes())
             fval.write(ids.val.tobytes())
             last = ids.train[-1:] if len(ids.train) else last
@@ -178,7 +185,8 @@ def _log_meta(cfg: DataConfig, meta: dict) -> None:
              h.get("val_docs"), meta.get("n_docs"))
     skipped = meta.get("skipped_records") or {}
     if skipped.get("count"):
-        log.warning("data=%s: %d bad records were skipped (%s)", cfg.name, skipped["count"], skipped["reasons"])
+        log.warning("data=%s: %d bad records were skipped (%s); the first: %s", cfg.name, skipped["count"],
+                    skipped["reasons"], "; ".join(skipped.get("first", [])))
     report = meta.get("tokenizer_report") or {}
     if report:
         log.info("tokenizer on data=%s: %s", cfg.name, ", ".join(f"{k}={v}" for k, v in report.items()))

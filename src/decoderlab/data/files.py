@@ -2,14 +2,14 @@
 
 ``data.paths`` takes files, folders (every supported file under them, sorted) and globs (``corpus/**/*.jsonl.zst``).
 A ``.txt`` file is one document (a file longer than ``data.shard_chars`` is read in pieces cut at line ends);
-every JSON record or Parquet row is one document, its text under ``data.text_key``. Everything streams: a reader
-holds one text piece, one JSON line or one Parquet record batch at a time. The fingerprint hashes the files' bytes
+every JSON record or Parquet row is one document, its text under ``data.text_key``. Everything streams: the main
+process plans pieces of about ``data.shard_chars`` bytes cut at line ends (counting lines, so errors name the exact
+line) or groups of Parquet row groups, and each worker reads, decompresses what is left and parses its own piece. The fingerprint hashes the files' bytes
 in 1 MiB chunks, so it never parses the corpus.
 """
 
 from __future__ import annotations
 
-import codecs
 import glob
 import gzip
 import hashlib
@@ -24,11 +24,12 @@ from typing import IO, Any
 
 from omegaconf import MISSING
 
-from decoderlab.data.corpora import CORPORA, Corpus, DataConfig, Document, Skipped
+from decoderlab.data.corpora import CORPORA, Corpus, DataConfig, Document, Part, documents_from_parts
 from decoderlab.errors import DataError
 
 FORMATS = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
 COMPRESSIONS = (".gz", ".zst")
+LONG_LINE = 1 << 20  # a .txt piece ends at the first newline after shard_chars bytes, or this many bytes later
 SUPPORTED = ".txt, .jsonl, .json (each optionally .gz or .zst) and .parquet"
 
 
@@ -126,71 +127,91 @@ class TextFiles(Corpus):
         return h.hexdigest()[:16]
 
     def documents(self) -> Iterator[Document]:
-        self.skipped = Skipped()  # counts of this pass only
+        return documents_from_parts(self)
+
+    def parts(self) -> Iterator[Part]:
+        """Plan the files: pieces of text/JSON-lines files cut at line ends, Parquet row groups; a JSON array is
+        read here."""
         base = 0
         for f in self.files():
             fmt, comp = file_format(f)
             if fmt == "parquet":
-                yield from self._parquet(f, base)
+                yield from self._parquet_parts(f, base)
             else:
                 with open(f, "rb") as raw:
-                    reader = {"txt": self._txt, "jsonl": self._jsonl, "json": self._json}[fmt]
-                    yield from reader(f, raw, open_binary(raw, comp), base)
+                    stream = open_binary(raw, comp)
+                    head = stream.peek(64) if fmt == "json" and hasattr(stream, "peek") else b""
+                    if head.lstrip().startswith(b"["):
+                        yield from self._json_array(f, stream)
+                    else:
+                        yield from self._line_parts(f, "txt" if fmt == "txt" else "jsonl", comp, raw, stream, base)
             base += f.stat().st_size
 
-    def _txt(self, path: Path, raw: IO[bytes], stream: IO[bytes], base: int) -> Iterator[Document]:
-        """One document per file; a file longer than ``shard_chars`` bytes in pieces cut after a newline."""
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        offset, n = 0, 0
-        while True:
-            chunk = stream.read(self.cfg.shard_chars)
-            chunk += stream.readline(1 << 20) if chunk else b""
-            try:  # decoded whole before it is yielded: a bad byte anywhere in a piece drops the piece
-                text = decoder.decode(chunk, final=not stream.peek(1))
-            except UnicodeDecodeError as e:
-                self.bad_record(str(path), f"not UTF-8 text (byte {offset + e.start}: {e.reason})")
-                return
-            if text:
-                yield Document(str(path) if offset == 0 else f"{path}@{offset}", text, base + raw.tell())
-                n += 1
-            offset += len(chunk)
-            if not chunk:
-                break
-        if n == 0:
-            self.bad_record(str(path), "empty shard: the file holds no text")
-
-    def _jsonl(self, path: Path, raw: IO[bytes], stream: IO[bytes], base: int) -> Iterator[Document]:
-        n = 0
+    def _line_parts(self, path: Path, kind: str, comp: str, raw: IO[bytes], stream: IO[bytes],
+                    base: int) -> Iterator[Part]:
+        """Pieces of about ``shard_chars`` bytes cut after a newline, as (start byte, first line number, length,
+        bytes): a worker reads a plain file's range itself, a compressed file's bytes are decompressed here. A .txt
+        line longer than 1 MiB is cut at a character boundary; a JSON line is never cut."""
+        start, line, carry = 0, 1, b""
         try:
-            for lineno, line in enumerate(stream, 1):
-                if not line.strip():
-                    continue
-                text = self._record_text(line, f"{path}:{lineno}")
-                if text is not None:
-                    n += 1
-                    yield Document(f"{path}:{lineno}", text, base + raw.tell())
+            while True:
+                data = stream.read(self.cfg.shard_chars)
+                if not data and not carry:
+                    break
+                tail = stream.readline(LONG_LINE if kind == "txt" else -1) if data else b""
+                chunk = carry + data + tail
+                cut = _char_boundary(chunk) if len(tail) == LONG_LINE and not tail.endswith(b"\n") else len(chunk)
+                chunk, carry = chunk[:cut], chunk[cut:]
+                yield Part(kind, str(path), (start, line, len(chunk), chunk if comp else None), len(chunk),
+                           base + raw.tell())
+                start, line = start + len(chunk), line + chunk.count(b"\n")
         except (OSError, EOFError) as e:  # a truncated or corrupt .gz/.zst
-            self.bad_record(str(path), f"unreadable compressed file: {e}")
-        if n == 0:
-            self.bad_record(str(path), "empty shard: no records")
+            yield Part("bad", str(path), (str(path), f"unreadable compressed file: {e}"))
+        if kind == "txt" and start == 0:
+            yield Part("bad", str(path), (str(path), "empty shard: the file holds no text"))
+        elif kind == "jsonl":
+            yield Part("end", str(path), ("empty shard: no records",))
 
-    def _json(self, path: Path, raw: IO[bytes], stream: IO[bytes], base: int) -> Iterator[Document]:
-        """A ``.json`` file is JSON lines, or one JSON array of records (read whole: not streamed)."""
-        head = stream.peek(64) if hasattr(stream, "peek") else b""
-        if not head.lstrip().startswith(b"["):
-            yield from self._jsonl(path, raw, stream, base)
-            return
+    def _json_array(self, path: Path, stream: IO[bytes]) -> Iterator[Part]:
+        """A ``.json`` file holding one JSON array of records: read whole here (not streamed)."""
         try:
             records = json.load(stream)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            self.bad_record(str(path), f"invalid JSON: {e}")
+            yield Part("bad", str(path), (str(path), f"invalid JSON: {e}"))
             return
+        if not records:
+            yield Part("bad", str(path), (str(path), "empty shard: no records"))
         for i, rec in enumerate(records):
             text = self._field(rec, f"{path} item {i}")
             if text is not None:
-                yield Document(f"{path} item {i}", text, base + raw.tell())
-        if not records:
-            self.bad_record(str(path), "empty shard: no records")
+                yield Part("texts", str(path), (text,), len(text))
+
+    def read_part(self, part: Part) -> list[str]:
+        if part.kind == "parquet":
+            return self._read_parquet(part)
+        if part.kind not in ("txt", "jsonl"):
+            return super().read_part(part)
+        start, line, length, data = part.args
+        if data is None:
+            with open(part.source, "rb") as f:
+                f.seek(start)
+                data = f.read(length)
+        if part.kind == "jsonl":
+            return self._read_jsonl(part.source, data, line)
+        try:
+            return [data.decode("utf-8")]
+        except UnicodeDecodeError as e:  # a bad byte anywhere in a piece drops the piece
+            self.bad_record(part.source, f"not UTF-8 text (byte {start + e.start}: {e.reason})")
+            return []
+
+    def _read_jsonl(self, path: str, data: bytes, first_line: int) -> list[str]:
+        out = []
+        for lineno, line in enumerate(data.split(b"\n"), first_line):
+            if line.strip():
+                text = self._record_text(line, f"{path}:{lineno}")
+                if text is not None:
+                    out.append(text)
+        return out
 
     def _record_text(self, line: bytes, where: str) -> str | None:
         try:
@@ -212,27 +233,58 @@ class TextFiles(Corpus):
             return rec[key]
         return None
 
-    def _parquet(self, path: Path, base: int) -> Iterator[Document]:
-        pa = optional("pyarrow", "Parquet files")
-        pq = importlib.import_module("pyarrow.parquet")
-        key, size, row = self.cfg.text_key, path.stat().st_size, 0
+    def _parquet_parts(self, path: Path, base: int) -> Iterator[Part]:
+        """Groups of consecutive row groups of about ``shard_chars`` bytes, as (row groups, first row)."""
+        pa, pq = _pyarrow()
+        key, size = self.cfg.text_key, path.stat().st_size
         try:
-            pf = pq.ParquetFile(path)
-            if key not in pf.schema_arrow.names:
-                self.bad_record(str(path), f"missing text column '{key}' (columns: {pf.schema_arrow.names[:10]}; "
-                                           f"set data.text_key)")
-                return
-            n_rows = pf.metadata.num_rows
-            for batch in pf.iter_batches(batch_size=1024, columns=[key]):
-                for text in batch.column(0).to_pylist():
-                    where = f"{path} row {row}"
-                    row += 1
-                    if not isinstance(text, str):
-                        self.bad_record(where, f"non-string '{key}': {type(text).__name__}")
-                        continue
-                    yield Document(where, text, base + size * row // max(n_rows, 1))
+            meta = pq.ParquetFile(path).metadata
         except (pa.ArrowException, OSError) as e:
-            self.bad_record(f"{path} row {row}", f"unreadable Parquet file: {e}")
+            yield Part("bad", str(path), (f"{path} row 0", f"unreadable Parquet file: {e}"))
             return
-        if row == 0:
-            self.bad_record(str(path), "empty shard: no rows")
+        names = meta.schema.to_arrow_schema().names
+        if key not in names:
+            yield Part("bad", str(path), (str(path), f"missing text column '{key}' (columns: {names[:10]}; "
+                                                     f"set data.text_key)"))
+            return
+        if meta.num_rows == 0:
+            yield Part("bad", str(path), (str(path), "empty shard: no rows"))
+        groups: list[int] = []
+        nbytes, rows, first = 0, 0, 0
+        for g in range(meta.num_row_groups):
+            groups.append(g)
+            nbytes, rows = nbytes + meta.row_group(g).total_byte_size, rows + meta.row_group(g).num_rows
+            if nbytes >= self.cfg.shard_chars or g == meta.num_row_groups - 1:
+                yield Part("parquet", str(path), (tuple(groups), first), nbytes,
+                           base + size * rows // max(meta.num_rows, 1))
+                groups, nbytes, first = [], 0, rows
+
+    def _read_parquet(self, part: Part) -> list[str]:
+        pa, pq = _pyarrow()
+        (groups, row), key = part.args, self.cfg.text_key
+        try:
+            column = pq.ParquetFile(part.source).read_row_groups(list(groups), columns=[key]).column(0)
+        except (pa.ArrowException, OSError) as e:
+            self.bad_record(f"{part.source} row {row}", f"unreadable Parquet file: {e}")
+            return []
+        out = []
+        for i, text in enumerate(column.to_pylist()):
+            if isinstance(text, str):
+                out.append(text)
+            else:
+                self.bad_record(f"{part.source} row {row + i}", f"non-string '{key}': {type(text).__name__}")
+        return out
+
+
+def _pyarrow():
+    return optional("pyarrow", "Parquet files"), importlib.import_module("pyarrow.parquet")
+
+
+def _char_boundary(b: bytes) -> int:
+    """Length of the longest prefix of ``b`` that does not end inside a UTF-8 character."""
+    for k in range(1, min(4, len(b)) + 1):
+        c = b[-k]
+        if c & 0xC0 != 0x80:  # an ASCII or lead byte, k bytes from the end
+            need = 1 if c < 0x80 else 2 if c < 0xE0 else 3 if c < 0xF0 else 4
+            return len(b) if need <= k else len(b) - k
+    return len(b)

@@ -2,7 +2,8 @@
 
 ``data.path`` is a directory written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``, or local data
 files (a file or folder) that ``datasets.load_dataset`` reads with its packaged builders (json, parquet, text,
-csv). Rows stream from the memory-mapped Arrow files in batches; every row is one document.
+csv). Rows stream from the memory-mapped Arrow files in ranges that the workers read themselves; every row is one
+document.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from typing import Any
 from omegaconf import MISSING
 
 from decoderlab.data.cache import cache_root
-from decoderlab.data.corpora import CORPORA, Corpus, DataConfig, Document, Skipped
+from decoderlab.data.corpora import CORPORA, Corpus, DataConfig, Document, Part, documents_from_parts
 from decoderlab.data.files import optional
 from decoderlab.errors import DataError
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text", ".csv": "csv"}
 SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+ROWS_PER_PART = 1000  # rows a worker reads at a time
 
 
 @dataclass
@@ -98,16 +100,26 @@ class HFDataset(Corpus):
         return h.hexdigest()[:16]
 
     def documents(self) -> Iterator[Document]:
-        self.skipped = Skipped()
-        ds, key = self.dataset(), self.cfg.text_key
-        n, size, row = len(ds), self.size_hint() or 0, 0
+        return documents_from_parts(self)
+
+    def parts(self) -> Iterator[Part]:
+        """Ranges of ``ROWS_PER_PART`` rows, as (start, end): a worker reads its rows from the Arrow files."""
+        n, size = len(self.dataset()), self.size_hint() or 0
         if n == 0:
-            self.bad_record(str(self.cfg.path), "empty shard: no rows")
-        for batch in ds.iter(batch_size=1000):
-            for text in batch[key]:
-                where = f"{self.cfg.path} row {row}"
-                row += 1
-                if not isinstance(text, str):
-                    self.bad_record(where, f"non-string '{key}': {type(text).__name__}")
-                    continue
-                yield Document(where, text, size * row // n)
+            yield Part("bad", str(self.cfg.path), (str(self.cfg.path), "empty shard: no rows"))
+        per_row = size / n if size and n else 1000  # bytes per row, to group parts into shards
+        for start in range(0, n, ROWS_PER_PART):
+            end = min(n, start + ROWS_PER_PART)
+            yield Part("hf", str(self.cfg.path), (start, end), int(per_row * (end - start)), size * end // n)
+
+    def read_part(self, part: Part) -> list[str]:
+        if part.kind != "hf":
+            return super().read_part(part)
+        (start, end), key = part.args, self.cfg.text_key
+        out = []
+        for row, text in enumerate(self.dataset()[start:end][key], start):
+            if isinstance(text, str):
+                out.append(text)
+            else:
+                self.bad_record(f"{self.cfg.path} row {row}", f"non-string '{key}': {type(text).__name__}")
+        return out
