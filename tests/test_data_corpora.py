@@ -144,12 +144,18 @@ BAD = {  # file name, its content, the location and reason the error must name
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_records_are_errors_naming_file_and_line(tmp_path: Path, case: str):
-    name, content, where = BAD[case]
+def bad_beside_good(tmp_path: Path, case: str) -> tuple[Path, Path]:
+    """The bad file of ``case`` and a good JSONL file beside it."""
+    name, content, _ = BAD[case]
     bad = tmp_path / name
     bad.write_bytes(content if isinstance(content, bytes) else content.encode())
-    good = write(tmp_path / "good.jsonl", documents())
+    return bad, write(tmp_path / "good.jsonl", documents())
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_records_are_errors_naming_file_and_line(tmp_path: Path, case: str):
+    name, _, where = BAD[case]
+    bad, good = bad_beside_good(tmp_path, case)
     with pytest.raises(DataError) as e:
         build(text_data([good, bad], tmp_path))
     expected = f"{bad}{where[len(name):]}" if where.startswith(name) else f"{bad}{where}"
@@ -158,10 +164,8 @@ def test_bad_records_are_errors_naming_file_and_line(tmp_path: Path, case: str):
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_skipped_bad_records_are_counted_and_nothing_else_is_lost(tmp_path: Path, case: str):
-    name, content, _ = BAD[case]
-    bad = tmp_path / name
-    bad.write_bytes(content if isinstance(content, bytes) else content.encode())
-    good = write(tmp_path / "good.jsonl", documents())
+    content = BAD[case][1]
+    bad, good = bad_beside_good(tmp_path, case)
     ref = build(text_data(good, tmp_path, holdout="document"))
     data = build(text_data([good, bad], tmp_path, on_bad_record="skip", holdout="document"))
     skipped = data.meta["skipped_records"]

@@ -17,7 +17,7 @@ import importlib
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -92,6 +92,18 @@ def open_binary(raw: IO[bytes], comp: str) -> IO[bytes]:
     return raw
 
 
+def files_fingerprint(header: list[Any], files: Iterable[str | Path], stat: bool = True) -> str:
+    """16 hex digits of sha256 over ``header`` (as JSON) and every file's bytes, read in chunks and never parsed;
+    ``stat`` also hashes each file's suffixes and size (the cache key of a corpus of files)."""
+    h = hashlib.sha256(json.dumps(header).encode())
+    for f in map(Path, files):
+        if stat:
+            h.update(f"{''.join(f.suffixes)}:{f.stat().st_size}:".encode())
+        with open(f, "rb") as fh:
+            h.update(hashlib.file_digest(fh, "sha256").digest())
+    return h.hexdigest()[:16]
+
+
 @dataclass
 class TextConfig(DataConfig):
     paths: list[str] = MISSING  # files, folders or globs: .txt, .jsonl/.json (.gz/.zst), .parquet
@@ -119,12 +131,7 @@ class TextFiles(Corpus):
         return sum(f.stat().st_size for f in self.files())
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256(json.dumps([self.cfg.name, self.cfg.text_key]).encode())
-        for f in self.files():
-            h.update(f"{''.join(f.suffixes)}:{f.stat().st_size}:".encode())
-            with open(f, "rb") as fh:
-                h.update(hashlib.file_digest(fh, "sha256").digest())
-        return h.hexdigest()[:16]
+        return files_fingerprint([self.cfg.name, self.cfg.text_key], self.files())
 
     def documents(self) -> Iterator[Document]:
         return documents_from_parts(self)

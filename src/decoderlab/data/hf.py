@@ -8,8 +8,6 @@ document.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ from omegaconf import MISSING
 
 from decoderlab.data.cache import cache_root
 from decoderlab.data.corpora import CORPORA, Corpus, DataConfig, Document, Part, documents_from_parts
-from decoderlab.data.files import optional
+from decoderlab.data.files import files_fingerprint, optional
 from decoderlab.errors import DataError
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text", ".csv": "csv"}
@@ -93,11 +91,7 @@ class HFDataset(Corpus):
         files = [f["filename"] for f in self.dataset().cache_files]
         if not files:
             return super().fingerprint()
-        h = hashlib.sha256(json.dumps([self.cfg.name, self.cfg.dataset_split, self.cfg.text_key]).encode())
-        for f in files:
-            with open(f, "rb") as fh:
-                h.update(hashlib.file_digest(fh, "sha256").digest())
-        return h.hexdigest()[:16]
+        return files_fingerprint([self.cfg.name, self.cfg.dataset_split, self.cfg.text_key], files, stat=False)
 
     def documents(self) -> Iterator[Document]:
         return documents_from_parts(self)
