@@ -125,9 +125,8 @@ class Decoder(nn.Module):
             x = self.positional.embed(x, start)
         x = self.drop(x)
         ctx = AttnContext(positional=self.positional, start=start)
-        for i, block in enumerate(self.blocks):
-            ctx.cache = caches[i] if caches else None
-            x = block(x, ctx)
+        for i, block in enumerate(self.blocks):  # a context per layer, never mutated (see AttnContext)
+            x = block(x, ctx.for_layer(caches[i] if caches else None))
         return self.head(self.norm_f(x))
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ Config-time rules live in :meth:`MHAConfig.check` (the model runs them; the cons
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,29 +32,39 @@ from decoderlab.registry import ComponentConfig, Registry
 class AttnContext:
     """What every attention layer of one forward pass shares; positions are Python ints (no host syncs).
 
-    Queries are at absolute positions ``start .. start + T - 1``, keys at ``0 .. start + T - 1``. The bias mask and
-    the FlexAttention arguments are built on first use and then shared by every layer of the forward.
+    Queries are at absolute positions ``start .. start + T - 1``, keys at ``0 .. start + T - 1``. The model makes
+    one context per layer with :meth:`for_layer` (its KV cache entry); the bias mask and the FlexAttention
+    arguments are built on first use and shared by every layer of the forward through ``shared``, a dict.
+    A context is never mutated once made: under ``torch.compile`` (torch 2.13), an attribute stored on an object
+    made inside the graph is lost after a ``flex_attention`` call (dict updates and new objects are kept), so a
+    mutated ``ctx.cache`` fed layer 0's keys to layer 1. ``tests/components/test_attention_flex.py`` pins it.
     """
 
     positional: Any  # the model's Positional object
     start: int = 0  # absolute position of the first query (the KV cache's length)
     mask: torch.Tensor | None = None  # (1, H, Tq, Tk) additive float mask incl. causal -inf; None: from positional
-    cache: Any = None  # per-layer KV cache entry (generation), or None
-    flex: tuple[Any, Any] | None = field(default=None, repr=False)  # (score_mod, block_mask), built on first use
+    cache: Any = None  # this layer's KV cache entry (generation), or None
+    shared: dict[str, Any] = field(default_factory=dict, repr=False)  # per-forward memo: "mask", "flex"
+
+    def for_layer(self, cache: Any) -> AttnContext:
+        """This context for one layer: its own KV cache entry, the same positions and shared memo."""
+        return dataclasses.replace(self, cache=cache)
 
     def bias_mask(self, t_q: int, t_k: int) -> torch.Tensor | None:
         """The additive mask for SDPA: positional bias + causal -inf, or None (plain causal, no bias)."""
-        if self.mask is None and self.positional.biases:
+        if self.mask is not None or not self.positional.biases:
+            return self.mask
+        if "mask" not in self.shared:
             bias = self.positional.bias(t_q, t_k)  # (1, H, Tq, Tk)
             # A 4-D [1, H, T, T] float mask keeps SDPA on its fast CPU kernel (3-D falls back to the slow path).
-            self.mask = bias + causal_mask(t_q, t_k, bias.device).to(bias.dtype)
-        return self.mask
+            self.shared["mask"] = bias + causal_mask(t_q, t_k, bias.device).to(bias.dtype)
+        return self.shared["mask"]
 
     def flex_args(self, t_q: int, t_k: int, device: torch.device) -> tuple[Any, Any]:
         """(score_mod, causal block mask) for FlexAttention; queries are the last t_q of t_k positions."""
-        if self.flex is None:
-            self.flex = (self.positional.score_mod(t_q, t_k), causal_block_mask(t_q, t_k, device))
-        return self.flex
+        if "flex" not in self.shared:
+            self.shared["flex"] = (self.positional.score_mod(t_q, t_k), causal_block_mask(t_q, t_k, device))
+        return self.shared["flex"]
 
 
 ATTENTION: Registry[nn.Module] = Registry("model/attention", nn.Module)

@@ -9,9 +9,10 @@ with each component swapped into the default config and checks: the config passe
 shapes; causality by future-token perturbation; finite gradients for every trainable parameter; a
 ``torch.save``/``torch.load(weights_only=True)`` state-dict round trip; determinism under a seed (dropout
 included); bf16 forwards (autocast and pure) finite and close to fp32; KV-cached decoding equal to the full
-forward; a positional encoding changes the output compared with ``none`` (unless ``position_free``); and (marked
+forward; a positional encoding changes the output compared with ``none`` (unless ``position_free``); an
+encoding's FlexAttention ``score_mod`` gives its ``bias``'s logits (full and cached); and (marked
 ``slow``) one graph under ``torch.compile(fullgraph=True)`` forward and backward, at training and cached-generation
-shapes (``aot_eager``: the graph-break check), and Inductor's compiled logits equal to eager. ``pytest --pyargs decoderlab.testing`` runs the
+shapes (``aot_eager``: the graph-break check; FlexAttention's forward too for a ``score_mod`` encoding), and Inductor's compiled logits equal to eager. ``pytest --pyargs decoderlab.testing`` runs the
 same tests over every component, core included. The checks are plain functions in :mod:`.battery`.
 """
 
@@ -24,9 +25,10 @@ from decoderlab.testing.battery import (
     check_compile,
     check_fullgraph,
     check_position_effect,
+    check_score_mod,
     compile_cases,
     registered_cases,
 )
 
 __all__ = ["CHECKS", "COMPILE_CASES", "CORE_VARIANTS", "Case", "all_cases", "check_compile", "check_fullgraph",
-           "check_position_effect", "compile_cases", "registered_cases"]
+           "check_position_effect", "check_score_mod", "compile_cases", "registered_cases"]

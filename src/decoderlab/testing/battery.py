@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from decoderlab.components.attention import CausalSelfAttention
 from decoderlab.components.positional import Positional
 from decoderlab.model import Decoder, KVCache, ModelConfig
 
@@ -225,6 +227,45 @@ def check_kv_cache(case: Case) -> None:
     assert diff <= 1e-5, f"{_where(case)} cached decoding differs from the full forward by {diff:.3g}"
 
 
+def _flex_pair(case: Case) -> tuple[Decoder, Decoder] | None:
+    """The case's model twice with the same weights, attention through SDPA's float mask and through FlexAttention
+    with the encoding's ``score_mod``; None where that does not apply (no score_mod, or a non-``mha`` attention)."""
+    ref = case.build()
+    if not ref.positional.has_score_mod or not isinstance(ref.blocks[0].attn, CausalSelfAttention):
+        return None
+    att = {**case.slots.get("attention", {"name": "mha"}), "impl": "flex"}
+    flex = dataclasses.replace(case, slots={**case.slots, "attention": att}).build()
+    flex.load_state_dict(ref.state_dict())
+    with torch.no_grad():  # a learned bias table may start at zero: make every head's bias differ
+        for p in flex.positional.parameters():
+            p.copy_(torch.linspace(-1, 1, p.numel()).view_as(p))
+        ref.positional.load_state_dict(flex.positional.state_dict())
+    return ref.eval(), flex
+
+
+def _cached_steps(model: Any, x: torch.Tensor, n_blocks: int) -> torch.Tensor:
+    """Logits of a 6-token prefill, then one token at a time over a growing KV cache: (B, T, vocab)."""
+    caches = [KVCache() for _ in range(n_blocks)]
+    return torch.cat([model(x[:, :6], caches)] + [model(x[:, t:t + 1], caches) for t in range(6, x.shape[1])], 1)
+
+
+def check_score_mod(case: Case) -> None:
+    """An encoding's ``score_mod`` is its ``bias``: FlexAttention (eager, CPU) gives the SDPA float-mask logits,
+    for the full sequence and for KV-cached decoding (queries offset by the cache). CUDA trains through it."""
+    pair = _flex_pair(case)
+    if pair is None:
+        return
+    ref, flex = pair
+    x = _ids()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "flex_attention called without torch.compile": the eager reference
+        want, got = ref(x), flex(x)
+        inc = _cached_steps(flex, x, len(flex.blocks))
+    for how, out in (("full sequence", got), ("KV-cached decoding", inc)):
+        diff = (out - want).abs().max().item()
+        assert diff <= 1e-5, f"{_where(case)} {how}: FlexAttention's score_mod differs from bias() by {diff:.3g}"
+
+
 def check_compile(case: Case) -> None:
     """``torch.compile`` (inductor) gives the eager logits (slow: ~20-36 s per model cold on a 2-core CPU)."""
     model = case.build()
@@ -274,9 +315,27 @@ def _fullgraph_steps(model: Decoder, backend: str) -> None:
             decode(x[:, t:t + 1], caches)
 
 
+def _flex_fullgraph_steps(case: Case, backend: str) -> None:
+    """An encoding with a ``score_mod`` also compiles as one graph through FlexAttention (its CUDA path): the
+    causal block mask built inside the graph, full forward and cached decoding. CPU has no flex backward."""
+    pair = _flex_pair(case)
+    if pair is None:
+        return
+    ref, flex = pair
+    x = _ids()
+    compiled = torch.compile(flex, backend=backend, fullgraph=True)
+    with torch.no_grad():
+        want = ref(x)
+        got, inc = compiled(x), _cached_steps(compiled, x, len(flex.blocks))
+    for how, out in (("full sequence", got), ("KV-cached decoding", inc)):
+        diff = (out - want).abs().max().item()
+        assert diff <= 1e-5, f"{_where(case)} compiled FlexAttention ({how}) differs from SDPA by {diff:.3g}"
+
+
 def check_fullgraph(case: Case, backend: str = "aot_eager") -> None:
     """The model compiles as one graph (fullgraph=True), forward and backward, at training and cached-generation
     shapes: no ``.item()``, ``int(tensor)``, ``.tolist()`` or tensor-dependent Python branch inside ``forward``.
+    An encoding with a ``score_mod`` compiles through FlexAttention too (forward: CPU has no flex backward).
 
     ``aot_eager`` traces the joint forward/backward graph without Inductor's codegen: it finds every graph break
     at a fraction of a full compile's cost. The error names the component and the line that broke the graph.
@@ -284,6 +343,8 @@ def check_fullgraph(case: Case, backend: str = "aot_eager") -> None:
     torch._dynamo.reset()  # a fresh cache per model: no recompile limit carried over from other cases
     try:
         _fullgraph_steps(case.build(dropout=0.1), backend)
+        torch._dynamo.reset()
+        _flex_fullgraph_steps(case, backend)
     except torch._dynamo.exc.TorchDynamoException as e:  # Unsupported (graph break), UserError (data-dependent)
         raise AssertionError(f"{_where(case)} breaks the graph under torch.compile(fullgraph=True):\n{e}") from None
     finally:
@@ -291,4 +352,4 @@ def check_fullgraph(case: Case, backend: str = "aot_eager") -> None:
 
 
 CHECKS = [check_config, check_shapes, check_causal, check_grads, check_state_dict_roundtrip, check_determinism,
-          check_bf16, check_kv_cache, check_position_effect]
+          check_bf16, check_kv_cache, check_position_effect, check_score_mod]
