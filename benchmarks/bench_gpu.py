@@ -10,13 +10,20 @@ For every (shape, mode, model) it trains the same :class:`Decoder` twice in one 
 
 Shapes: ``gpt2`` (12 layers, 12 heads, d_model 768, T 1024, batch 16, vocabulary 50,304: GPT-2 small, 124M
 parameters) and ``default`` (the default config's sizes). Modes: ``eager`` and ``compiled``. Models: the default,
-every registered positional encoding, and the llama preset. Reports ms/step (median after warm-up), tokens/s,
-MFU against the device's dense bf16 peak (6 N T + 12 L T^2 d FLOPs per token, PaLM appendix B), peak memory and
-decoderlab's ratio to the hand-written loop; writes ``benchmarks/results/gpu.{md,json}``.
+every registered positional encoding, and the llama preset. Reports ms/step (the mean over the steps after the
+warm-up, the device synchronized only at the window's two ends, so host work overlaps the GPU's as in a real run;
+decoderlab's logging steps are inside the window), tokens/s, MFU against the device's dense bf16 peak
+(6 N + 12 L T d FLOPs per token, PaLM appendix B), peak memory, decoderlab's ratio to the hand-written loop and
+each model's step time relative to the default model's (the 1.3x targets). It writes
+``benchmarks/results/gpu.{md,json}`` after every row (a run cut short keeps what it measured; a row that fails is
+recorded with its error and the run goes on) and ends the table with the issue's targets: met, not met, or not
+measured.
 
     python benchmarks/bench_gpu.py                                   # everything (a GPU: tens of minutes)
-    python benchmarks/bench_gpu.py --shapes gpt2 --modes compiled --models default t5 alibi llama
+    python benchmarks/bench_gpu.py --shapes gpt2 --modes compiled --models default t5 alibi llama --hand default
     python benchmarks/bench_gpu.py --smoke                           # no GPU: a tiny CPU run, not a timing
+
+``scripts/gpu_check.sh`` runs the targets' rows and the CUDA tests as one call on a lent GPU machine.
 
 Without CUDA it runs ``--smoke`` (a tiny shape on the CPU, fp32, a few steps): it checks that the benchmark
 runs, and its figures mean nothing.
@@ -27,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -79,8 +85,8 @@ def synthetic_data(vocab: int, n_tokens: int, seed: int = 0) -> SimpleNamespace:
     return SimpleNamespace(train=ids, val=ids[: n_tokens // 10], tokenizer=tokenizer, meta={}, directory=None)
 
 
-def hand_loop(model: torch.nn.Module, data, cfg, steps: int, compiled: bool, device: str) -> list[float]:
-    """The hand-written reference loop; returns each step's duration (s), synchronized at the step's end."""
+def hand_loop(model: torch.nn.Module, data, cfg, steps: int, warmup: int, compiled: bool, device: str) -> float:
+    """The hand-written reference loop; seconds per step over the steps after ``warmup`` (synced at both ends)."""
     B, T, o = cfg.loader.batch_size, cfg.model.block_size, cfg.optim
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
@@ -90,9 +96,11 @@ def hand_loop(model: torch.nn.Module, data, cfg, steps: int, compiled: bool, dev
     ids = torch.from_numpy(data.train.astype(np.int64))
     rng = np.random.default_rng(0)
     amp = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
+    t0 = None
+    for step in range(steps):
+        if step == warmup:
+            _sync(device)
+            t0 = time.perf_counter()
         ix = torch.from_numpy(rng.integers(0, len(ids) - T - 1, size=B))
         w = torch.stack([ids[i:i + T + 1] for i in ix.tolist()]).pin_memory() if device == "cuda" else \
             torch.stack([ids[i:i + T + 1] for i in ix.tolist()])
@@ -104,13 +112,13 @@ def hand_loop(model: torch.nn.Module, data, cfg, steps: int, compiled: bool, dev
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return times
+    _sync(device)
+    return (time.perf_counter() - t0) / (steps - warmup)
 
 
-def decoderlab_loop(cfg, data, steps: int, compiled: bool) -> list[float]:
-    """decoderlab's real path (data module, LitDecoder, Trainer with its loggers and callbacks); step durations."""
+def decoderlab_loop(cfg, data, steps: int, warmup: int) -> float:
+    """decoderlab's real path (data module, LitDecoder, Trainer with its loggers and callbacks); seconds per step
+    over the steps after ``warmup``, synchronized only at the two ends of that window."""
     from lightning.pytorch.callbacks import Callback
 
     from decoderlab.data.module import DecoderDataModule
@@ -119,11 +127,12 @@ def decoderlab_loop(cfg, data, steps: int, compiled: bool) -> list[float]:
 
     class Clock(Callback):
         def __init__(self, device: str) -> None:
-            self.device, self.ends = device, []
+            self.device, self.marks = device, {}
 
-        def on_train_batch_end(self, *args) -> None:
-            _sync(self.device)
-            self.ends.append(time.perf_counter())
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step in (warmup, steps):  # after the warm-up's last step, after the final step
+                _sync(self.device)
+                self.marks[trainer.global_step] = time.perf_counter()
 
     model = build_model(cfg, data.tokenizer.vocab_size)
     dm = DecoderDataModule(data, cfg.model.block_size, cfg.loader.batch_size, cfg.loader.eval_batch_size, cfg.seed)
@@ -133,7 +142,7 @@ def decoderlab_loop(cfg, data, steps: int, compiled: bool) -> list[float]:
         trainer = build_trainer(cfg, Path(out), build_loggers(cfg, Path(out), {}), TrainTimer())
         trainer.callbacks.append(clock)
         trainer.fit(lit, datamodule=dm)
-    return list(np.diff(clock.ends))
+    return (clock.marks[steps] - clock.marks[warmup]) / (steps - warmup)
 
 
 def _sync(device: str) -> None:
@@ -157,7 +166,7 @@ def peak_tflops(device: str) -> float | None:
 
 
 def measure(shape: str, mode: str, model_name: str, a: argparse.Namespace, device: str) -> dict:
-    """One row: the hand-written loop and decoderlab on the same config, timed in this process."""
+    """One row: decoderlab (and the hand-written loop, for models in ``--hand``) on the same config, timed here."""
     from decoderlab.runner import build_model
 
     s = SHAPES[shape]
@@ -170,47 +179,92 @@ def measure(shape: str, mode: str, model_name: str, a: argparse.Namespace, devic
     over.append(f"trainer.compile={'true' if mode == 'compiled' else 'false'}")  # LitDecoder compiles its step
     cfg = compose(over)
     data = synthetic_data(s["vocab"], max(200_000, 4 * cfg.loader.batch_size * (cfg.model.block_size + 1)))
-    compiled = mode == "compiled"
+    warm = max(1, min(a.warmup, a.steps - 1))  # the Trainer reports steps from 1
     torch.manual_seed(0)
     model = build_model(cfg, s["vocab"]).to(device)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    hand = hand_loop(model, data, cfg, a.steps, compiled, device)
-    hand_mem = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    ours = decoderlab_loop(cfg, data, a.steps, compiled)
-    ours_mem = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-    warm = min(a.warmup, len(ours) - 1)
-    ms_hand, ms_ours = (1000 * statistics.median(t[warm:]) for t in (hand, ours))
+    ms_hand = hand_mem = None
+    if model_name in a.hand:
+        _reset_peak(device)
+        ms_hand = 1000 * hand_loop(model, data, cfg, a.steps, warm, mode == "compiled", device)
+        hand_mem = _peak_gib(device)
+    _reset_peak(device)
+    ms_ours = 1000 * decoderlab_loop(cfg, data, a.steps, warm)
+    ours_mem = _peak_gib(device)
     tokens = cfg.loader.batch_size * cfg.model.block_size
     peak = peak_tflops(device)
     fpt = flops_per_token(model, cfg)
 
-    def mfu(ms: float) -> float | None:
-        return None if peak is None else fpt * tokens / (ms / 1000) / (peak * 1e12)
+    def mfu(ms: float | None) -> float | None:
+        return None if peak is None or ms is None else fpt * tokens / (ms / 1000) / (peak * 1e12)
 
     return dict(shape=shape, mode=mode, model=model_name, params=sum(p.numel() for p in model.parameters()),
-                ms_hand=ms_hand, ms_decoderlab=ms_ours, tokens_per_s_hand=tokens / ms_hand * 1000,
+                ms_hand=ms_hand, ms_decoderlab=ms_ours,
+                tokens_per_s_hand=None if ms_hand is None else tokens / ms_hand * 1000,
                 tokens_per_s_decoderlab=tokens / ms_ours * 1000, mfu_hand=mfu(ms_hand), mfu_decoderlab=mfu(ms_ours),
-                peak_gib_hand=hand_mem, peak_gib_decoderlab=ours_mem, ratio=ms_hand / ms_ours)
+                peak_gib_hand=hand_mem, peak_gib_decoderlab=ours_mem,
+                ratio=None if ms_hand is None else ms_hand / ms_ours)
+
+
+def _reset_peak(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gib(device: str) -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+
+
+def vs_default(rows: list[dict]) -> None:
+    """Add each row's decoderlab step time relative to the default model's, same shape and mode (1.3x targets)."""
+    base = {(r["shape"], r["mode"]): r["ms_decoderlab"] for r in rows if r["model"] == "default" and "error" not in r}
+    for r in rows:
+        ref = base.get((r["shape"], r["mode"]))
+        r["vs_default"] = None if ref is None or "error" in r else r["ms_decoderlab"] / ref
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """The issue's targets, each met, not met, or not measured (no row for it)."""
+    ok = {(r["shape"], r["mode"], r["model"]): r for r in rows if "error" not in r}
+    out = []
+
+    def verdict(name: str, value: float | None, good: bool, shown: str) -> None:
+        out.append(f"- {name}: " + ("not measured" if value is None else f"{shown} ({'met' if good else 'NOT met'})"))
+
+    d = ok.get(("gpt2", "compiled", "default"), {})
+    r = d.get("ratio")
+    verdict("decoderlab >= 0.95x the hand-written compiled loop (gpt2, default)", r, r is not None and r >= 0.95,
+            f"{r:.3f}" if r else "")
+    m = d.get("mfu_decoderlab")
+    verdict("MFU >= 45% (gpt2, compiled, default)", m, m is not None and m >= 0.45, f"{100 * m:.1f}%" if m else "")
+    for name in ("t5", "alibi", "llama"):
+        v = ok.get(("gpt2", "compiled", name), {}).get("vs_default")
+        verdict(f"{name} <= 1.3x the default model's step time (gpt2, compiled)", v, v is not None and v <= 1.3,
+                f"{v:.2f}x" if v else "")
+    return out
 
 
 def write(rows: list[dict], a: argparse.Namespace, device: str) -> str:
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU (smoke run: figures are not timings)"
+    vs_default(rows)
     lines = [f"# GPU training throughput ({time.strftime('%Y-%m-%d')}, {name}, torch {torch.__version__}, "
-             f"{a.steps} steps, median after {a.warmup} warm-up)", "",
+             f"{a.steps} steps, mean over the steps after {a.warmup} warm-up)", "",
              "| shape | mode | model | ms/step hand | ms/step decoderlab | tokens/s decoderlab | MFU hand | "
-             "MFU decoderlab | peak GiB decoderlab | decoderlab / hand |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "MFU decoderlab | peak GiB decoderlab | decoderlab / hand | vs default |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
 
-    def pct(x: float | None) -> str:
-        return "-" if x is None else f"{100 * x:.1f}%"
+    def fmt(x: float | None, f: str) -> str:
+        return "-" if x is None else format(x, f)
 
     for r in rows:
-        mem = "-" if r["peak_gib_decoderlab"] is None else f"{r['peak_gib_decoderlab']:.2f}"
-        lines.append(f"| {r['shape']} | {r['mode']} | {r['model']} | {r['ms_hand']:.2f} | {r['ms_decoderlab']:.2f} | "
-                     f"{r['tokens_per_s_decoderlab']:,.0f} | {pct(r['mfu_hand'])} | {pct(r['mfu_decoderlab'])} | "
-                     f"{mem} | {r['ratio']:.3f} |")
+        if "error" in r:
+            lines.append(f"| {r['shape']} | {r['mode']} | {r['model']} | failed: {r['error'][:200]} |")
+            continue
+        lines.append(
+            f"| {r['shape']} | {r['mode']} | {r['model']} | {fmt(r['ms_hand'], '.2f')} | {r['ms_decoderlab']:.2f} | "
+            f"{r['tokens_per_s_decoderlab']:,.0f} | {fmt(r['mfu_hand'], '.1%')} | {fmt(r['mfu_decoderlab'], '.1%')} | "
+            f"{fmt(r['peak_gib_decoderlab'], '.2f')} | {fmt(r['ratio'], '.3f')} | {fmt(r['vs_default'], '.2f')} |")
+    if device == "cuda":
+        lines += ["", "Targets (issue 10):", *targets(rows)]
     text = "\n".join(lines) + "\n"
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,18 +283,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", nargs="*", default=["eager", "compiled"], choices=["eager", "compiled"])
     p.add_argument("--models", nargs="*", default=["default", *POSITIONAL.names(), "llama"],
                    help="default, llama, or a positional encoding name")
+    p.add_argument("--hand", nargs="*", default=None,
+                   help="models that also run the hand-written loop (default: all of --models)")
     p.add_argument("--smoke", action="store_true", help="tiny CPU run (the default without CUDA): not a timing")
     p.add_argument("--out", default=str(RESULTS))
     a = p.parse_args(argv)
+    a.hand = a.models if a.hand is None else a.hand
     device = "cuda" if torch.cuda.is_available() and not a.smoke else "cpu"
     if device == "cpu":  # smoke: one tiny shape, eager, what was asked for the rest
         a.smoke, a.shapes, a.modes = True, ["smoke"], ["eager"]
         a.warmup = min(a.warmup, max(0, a.steps - 2))
     logging.disable(logging.WARNING)
     torch.backends.cuda.matmul.allow_tf32 = True
-    rows = [measure(s, m, name, a, device) for s in a.shapes for m in a.modes for name in a.models]
+    rows: list[dict] = []
+    for s in a.shapes:
+        for m in a.modes:
+            for name in a.models:
+                t0 = time.perf_counter()
+                try:
+                    rows.append(measure(s, m, name, a, device))
+                except Exception as e:  # noqa: BLE001 - recorded in the row; the other rows still run
+                    rows.append(dict(shape=s, mode=m, model=name, error=f"{type(e).__name__}: {e}".splitlines()[0]))
+                write(rows, a, device)  # after every row: a run cut short keeps what it measured
+                print(f"{s} {m} {name}: {time.perf_counter() - t0:.0f} s", flush=True)
     print(write(rows, a, device))
-    return 0
+    return 1 if any("error" in r for r in rows) else 0
 
 
 if __name__ == "__main__":

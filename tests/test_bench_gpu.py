@@ -23,15 +23,51 @@ def load_bench():
 @pytest.mark.slow
 def test_smoke_mode_writes_both_paths_figures(tmp_path):
     bench = load_bench()
-    assert bench.main(["--smoke", "--steps", "3", "--models", "default", "alibi", "--out", str(tmp_path)]) == 0
+    args = ["--smoke", "--steps", "4", "--models", "default", "alibi", "--hand", "default", "--out", str(tmp_path)]
+    assert bench.main(args) == 0
     result = json.loads((tmp_path / "gpu.json").read_text())
-    assert [(r["shape"], r["mode"], r["model"]) for r in result["rows"]] == [
-        ("smoke", "eager", "default"), ("smoke", "eager", "alibi")]
-    for r in result["rows"]:
-        for key in ("ms_hand", "ms_decoderlab", "tokens_per_s_decoderlab", "ratio"):
-            assert math.isfinite(r[key]) and r[key] > 0, (key, r)
-        assert r["mfu_hand"] is None  # no device peak on a CPU: no invented MFU
-    assert "| smoke | eager | alibi |" in (tmp_path / "gpu.md").read_text()
+    rows = result["rows"]
+    assert [(r["shape"], r["mode"], r["model"]) for r in rows] == [("smoke", "eager", "default"),
+                                                                  ("smoke", "eager", "alibi")]
+    for key in ("ms_hand", "ms_decoderlab", "tokens_per_s_decoderlab", "ratio"):
+        assert math.isfinite(rows[0][key]) and rows[0][key] > 0, (key, rows[0])
+    assert rows[0]["mfu_hand"] is None  # no device peak on a CPU: no invented MFU
+    assert rows[0]["vs_default"] == 1.0
+    assert rows[1]["ms_hand"] is None and rows[1]["ratio"] is None  # --hand default: no hand loop for alibi
+    assert rows[1]["vs_default"] == pytest.approx(rows[1]["ms_decoderlab"] / rows[0]["ms_decoderlab"])
+    assert "| smoke | eager | alibi | - |" in (tmp_path / "gpu.md").read_text()
+
+
+def test_a_failing_row_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
+    bench = load_bench()
+
+    def measure(shape, mode, model, a, device):
+        if model == "t5":
+            raise RuntimeError("CUDA out of memory\nsecond line")
+        return dict(shape=shape, mode=mode, model=model, ms_hand=None, ms_decoderlab=2.0, tokens_per_s_decoderlab=1.0,
+                    mfu_hand=None, mfu_decoderlab=None, peak_gib_decoderlab=None, ratio=None)
+
+    monkeypatch.setattr(bench, "measure", measure)
+    assert bench.main(["--smoke", "--models", "default", "t5", "alibi", "--out", str(tmp_path)]) == 1
+    rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["default", "t5", "alibi"]
+    assert rows[1]["error"] == "RuntimeError: CUDA out of memory"
+    assert "| smoke | eager | t5 | failed: RuntimeError: CUDA out of memory |" in (tmp_path / "gpu.md").read_text()
+
+
+def test_targets_say_met_not_met_or_not_measured():
+    bench = load_bench()
+    row = dict(shape="gpt2", mode="compiled", ms_hand=10.0, mfu_decoderlab=0.40)
+    rows = [dict(row, model="default", ms_decoderlab=10.4, ratio=10 / 10.4), dict(row, model="t5", ms_decoderlab=12.0),
+            dict(row, model="alibi", ms_decoderlab=14.0)]
+    bench.vs_default(rows)
+    assert bench.targets(rows) == [
+        "- decoderlab >= 0.95x the hand-written compiled loop (gpt2, default): 0.962 (met)",
+        "- MFU >= 45% (gpt2, compiled, default): 40.0% (NOT met)",
+        "- t5 <= 1.3x the default model's step time (gpt2, compiled): 1.15x (met)",
+        "- alibi <= 1.3x the default model's step time (gpt2, compiled): 1.35x (NOT met)",
+        "- llama <= 1.3x the default model's step time (gpt2, compiled): not measured",
+    ]
 
 
 def test_peak_table_matches_device_names():

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Issue 10's GPU checks as ONE call on a lent GPU machine (a session gets 15 minutes of device time in all).
+#
+#   here, once (PyPI reachable):   bash scripts/gpu_check.sh wheels     # .whl/ (git-ignored): hydra-core, omegaconf,
+#                                                                       # antlr4: what the device's image lacks
+#   on the device (the run tool):  carry [".whl"], command "bash scripts/gpu_check.sh", timeout_s 600
+#   a second call, if time is left: "bash scripts/gpu_check.sh more"   # eager rows, default shape, other encodings
+#
+# Results under $OUT (benchmarks/results/gpu_check without it): summary.txt, env.txt, cuda_tests.log, bench.log,
+# gpu.md and gpu.json (written after every row, so a stage cut short keeps what it measured). Each stage has its
+# own time limit and the whole stays under ~9.5 minutes. The device runs its own torch/Lightning (torch 2.11 there);
+# decoderlab comes from src/ on PYTHONPATH, not installed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+WHEELS=(hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3)  # pure Python: built here, any platform
+
+if [[ "${1:-}" == wheels ]]; then
+  grep -qxF '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
+  exec python3 -m pip wheel -q --no-deps -w .whl "${WHEELS[@]}"  # antlr4 4.9.3 is an sdist on PyPI: build it
+fi
+
+out=${OUT:-benchmarks/results/gpu_check}
+mkdir -p "$out"
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --root-user-action=ignore --target /tmp/site .whl/*.whl \
+    || { echo "installing .whl/ failed" | tee "$out/summary.txt"; exit 1; }
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 WANDB_MODE=offline WANDB_SILENT=true
+{
+  date -u
+  nvidia-smi 2>&1 || echo "no nvidia-smi"
+  python3 -c "import torch, lightning, hydra; print('torch', torch.__version__, 'lightning', lightning.__version__,
+'hydra', hydra.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"
+} >"$out/env.txt" 2>&1
+
+stage() {  # stage NAME SECONDS LOG COMMAND...: run with a time limit, record the exit status and the wall time
+  local name=$1 limit=$2 log=$3 t0=$SECONDS rc
+  shift 3
+  timeout "$limit" "$@" >"$out/$log" 2>&1
+  rc=$?
+  echo "$name: exit $rc$([[ $rc == 124 ]] && echo ' (time limit)') in $((SECONDS - t0)) s" | tee -a "$out/summary.txt"
+}
+
+if [[ "${1:-}" == more ]]; then
+  stage bench-more 560 bench_more.log python3 benchmarks/bench_gpu.py --shapes gpt2 default --modes eager compiled \
+    --models default rope none sinusoidal xpos --hand default --out "$out"
+  exit 0
+fi
+
+# 1. Every CUDA-marked test: FlexAttention vs SDPA outputs and gradients, the whole model as one Inductor graph,
+#    no device sync between logging steps, bf16-mixed + fused AdamW + clipping.
+stage cuda-tests 210 cuda_tests.log python3 -m pytest -m cuda -p no:cacheprovider -q -rA \
+  tests/test_lit.py tests/components/test_attention_flex.py
+# 2. The targets' rows at the GPT-2-small shape, compiled: the hand-written loop for the default model (the
+#    0.95x ratio, MFU) and decoderlab for the default, T5, ALiBi and llama (each vs the default: the 1.3x targets).
+stage bench 330 bench.log python3 benchmarks/bench_gpu.py --shapes gpt2 --modes compiled \
+  --models default t5 alibi llama --hand default --out "$out"
