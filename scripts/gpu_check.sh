@@ -49,9 +49,10 @@ if [[ "${1:-}" == more ]]; then
 fi
 
 # 1. Every CUDA-marked test: FlexAttention vs SDPA outputs and gradients, the whole model as one Inductor graph,
-#    no device sync between logging steps, bf16-mixed + fused AdamW + clipping.
+#    no device sync between logging steps, bf16-mixed + fused AdamW + clipping, the divergence guard's found_inf
+#    skip on the fused kernel, and decoderlab.train end to end on the GPU (compiled, t5 through FlexAttention).
 stage cuda-tests 210 cuda_tests.log python3 -m pytest -m cuda -p no:cacheprovider -q -rA \
-  tests/test_lit.py tests/components/test_attention_flex.py
+  tests/test_lit.py tests/components/test_attention_flex.py tests/test_api.py
 # 2. The targets' rows at the GPT-2-small shape, compiled: the hand-written loop for the default model (the
 #    0.95x ratio, MFU) and decoderlab for the default, T5, ALiBi and llama (each vs the default: the 1.3x targets).
 stage bench 330 bench.log python3 benchmarks/bench_gpu.py --shapes gpt2 --modes compiled \

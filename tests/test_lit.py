@@ -149,10 +149,14 @@ def _lit(cls=PoisonedLit, poison=(), fused=None, **trainer_cfg) -> LitDecoder:
     return lit
 
 
+ACCELERATORS = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+@pytest.mark.parametrize("accelerator", ACCELERATORS)
 @pytest.mark.parametrize("fused", [True, False])  # on the device (found_inf) / grads dropped after a host sync
-def test_skip_leaves_the_weights_and_optimizer_untouched_by_a_bad_step(fused):
+def test_skip_leaves_the_weights_and_optimizer_untouched_by_a_bad_step(fused, accelerator):
     lit = _lit(poison=(2, 5), fused=fused, on_nonfinite="skip", max_nonfinite_in_a_row=2)
-    _fit(lit, 8)
+    _fit(lit, 8, accelerator=accelerator)
     opt = lit.trainer.optimizers[0]
     assert opt.defaults["fused"] is fused
     steps = {int(s["step"]) for s in opt.state.values()}
@@ -161,10 +165,11 @@ def test_skip_leaves_the_weights_and_optimizer_untouched_by_a_bad_step(fused):
     assert all(torch.isfinite(p).all() for p in lit.model.parameters())
 
 
-def test_stop_raises_before_the_update_and_keeps_the_weights_of_the_step_before():
+@pytest.mark.parametrize("accelerator", ACCELERATORS)
+def test_stop_raises_before_the_update_and_keeps_the_weights_of_the_step_before(accelerator):
     lit = _lit(poison=(5,))
     with pytest.raises(NonFiniteError, match="non-finite loss( and gradient norm)? at step 5"):
-        _fit(lit, 8)  # log_every=4: the verdict is read back at the end of training
+        _fit(lit, 8, accelerator=accelerator)  # log_every=4: the verdict is read back at the end of training
     after = lit.model.state_dict()
     assert all(torch.equal(after[k], v) for k, v in lit.at_poison.items())  # steps 5..7 all skipped (latched)
 
@@ -188,7 +193,7 @@ def test_a_checkpoint_with_non_finite_weights_is_never_written(tmp_path: Path):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("accelerator", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("accelerator", ACCELERATORS)
 def test_bf16_mixed_with_fused_adamw_clips_the_gradients(accelerator):
     lit = _lit(gradient_clip_val=1e-3)  # fused by default, on CPU and CUDA
     _fit(lit, 3, accelerator=accelerator, precision="bf16-mixed")
