@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import SumMetric
 
+from decoderlab.checkpoint import require_same_tokenizer
+from decoderlab.components.tokenizers import tokenizer_from_json
 from decoderlab.config import OptimConfig, TrainerConfig
 from decoderlab.errors import ConfigError
 from decoderlab.guard import NonFiniteError, NonFiniteGuard, all_finite
@@ -234,9 +236,6 @@ class LitDecoder(L.LightningModule):
         record = checkpoint.get("decoderlab", {})
         bound = record.get("tokenizer")
         if bound and "tokenizer" in self.checkpoint_extra:  # never resume with another tokenizer
-            from decoderlab.checkpoint import require_same_tokenizer
-            from decoderlab.components.tokenizers import tokenizer_from_json
-
             require_same_tokenizer(tokenizer_from_json(bound), tokenizer_from_json(self.checkpoint_extra["tokenizer"]),
                                    "the resumed checkpoint", "this run")
         self.tokens_seen = int(record.get("tokens_seen", 0))

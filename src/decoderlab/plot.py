@@ -177,10 +177,12 @@ def run_panels(pe: Positional, n_heads: int, length: int) -> list[Callable[[plt.
 
 def plot_run(run: Path, out: Path) -> Path:
     """The positional encoding of a trained run (a run directory or a checkpoint), captioned with its step."""
-    from decoderlab.checkpoint import load_model, read_checkpoint, resolve_checkpoint
+    from decoderlab.checkpoint import load_decoder, read_checkpoint, resolve_checkpoint
 
-    model, _, _ = load_model(run)
-    step = read_checkpoint(resolve_checkpoint(run)[0]).get("global_step")
+    path = resolve_checkpoint(run)[0]
+    ckpt = read_checkpoint(path)  # read (and verified) once: the weights and the step it was saved at
+    model, _ = load_decoder(ckpt, str(path))
+    step = ckpt.get("global_step")
     c = model.cfg
     name = POSITIONAL.build_config(c.positional).name
     label = f"{run}" + (f", step {step}" if step is not None else "")
