@@ -214,3 +214,16 @@ def test_an_uncomposable_point_is_reported_invalid_and_the_others_run(tmp_path: 
     jobs = _jobs(tmp_path / "sw")
     assert [jobs[i]["status"] for i in (0, 1)] == ["completed", "failed"]
     assert "model.positional.base=500" in jobs[1]["overrides"] and "Key 'base' not in" in jobs[1]["reason"]
+
+
+def test_under_an_in_process_launcher_every_uncomposable_point_is_named_before_any_job_runs(tmp_path: Path,
+                                                                                          tiny_corpus: Path):
+    r = _sweep(tmp_path, tiny_corpus, "hydra/launcher=basic", "model/positional=rope,learned,alibi",
+               "model.positional.base=500", "logger=csv", "hydra.sweep.dir=sw")
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "2 of 3 sweep points cannot be composed; no job was launched:" in out
+    for num, pe in ((1, "learned"), (2, "alibi")):
+        assert f"job {num} (model/positional={pe}): Could not override 'model.positional.base'. To append to your " \
+               f"config use +model.positional.base=500 (Key 'base' not in '{pe.capitalize()}Config')" in out
+    assert "job 0" not in out and not (tmp_path / "sw" / "0" / "status.json").exists()  # rope never ran

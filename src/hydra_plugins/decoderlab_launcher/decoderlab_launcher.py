@@ -62,8 +62,39 @@ ConfigStore.instance().store(group="hydra/sweeper", name="basic", node=Decoderla
 class DecoderlabSweeper(BasicSweeper):
     """Hydra's basic sweeper (the grid of ``a,b``, ``range``, ``choice``), except that under the decoderlab launcher
     a batch is not composed up front: one point that cannot be composed (``model.positional.base`` of a ``learned``
-    point) would abort them all, while the launcher composes each job and reports such a point invalid."""
+    point) would abort them all, while the launcher composes each job and reports such a point invalid.
+
+    Under another launcher (``basic``, submitit) every point is composed before any job starts, as Hydra does, but
+    the error lists each point that cannot be composed, named by its sweep values, instead of Hydra's first
+    error alone."""
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        if not isinstance(getattr(self, "launcher", None), DecoderlabLauncher):
-            super().validate_batch_is_legal(batch)
+        if isinstance(getattr(self, "launcher", None), DecoderlabLauncher):
+            return
+        from hydra.errors import ConfigCompositionException
+
+        bad = []
+        values: dict[str, set[str]] = {}
+        for overrides in batch:
+            for o in overrides:
+                values.setdefault(o.split("=", 1)[0], set()).add(o)
+        varying = {k for k, v in values.items() if len(v) > 1}  # the sweep's axes: how a user names a point
+        for i, overrides in enumerate(batch):
+            try:
+                super().validate_batch_is_legal([overrides])
+            except Exception as e:  # noqa: BLE001 - Hydra's and OmegaConf's composition errors, reported per point
+                why = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+                cause = str(e.__cause__ or "").strip().splitlines()
+                why += f" ({cause[0]})" if cause else ""  # OmegaConf's reason: "Key 'base' not in 'LearnedConfig'"
+                point = " ".join(o for o in overrides if o.split("=", 1)[0] in varying) or " ".join(overrides)
+                bad.append(f"  job {self.job_idx_base + i} ({point}): {why}")
+        if bad:
+            what = "no job was launched" if self.job_idx_base == 0 else "no job of this batch was launched"
+            raise ConfigCompositionException(
+                f"{len(bad)} of {len(batch)} sweep points cannot be composed; {what}:\n" + "\n".join(bad)
+                + "\n(the default decoderlab launcher runs the other points and reports these as invalid)")
+
+    @property
+    def job_idx_base(self) -> int:
+        """The number of the batch's first job (Hydra numbers the jobs of a multirun from 0)."""
+        return sum(len(b) for b in self.overrides[: max(0, self.batch_index - 1)]) if self.overrides else 0
