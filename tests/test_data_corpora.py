@@ -137,6 +137,8 @@ BAD = {  # file name, its content, the location and reason the error must name
     "non_string": ("a.jsonl", '{"text": "ok"}\n\n{"text": 5}\n', ":3: non-string 'text': int"),
     "not_object": ("a.jsonl", '{"text": "ok"}\n["text"]\n', ":2: not a JSON object"),
     "bad_utf8": ("a.jsonl", b'{"text": "ok"}\n{"text": "caf\xe9"}\n', ":2: invalid JSON"),
+    "bad_json_array": ("a.json", '[{"text": "ok"}, {"text": "ok"}, {"text": oops}]', "a.json item 2: invalid JSON"),
+    "bad_array_item": ("a.json", '[{"text": "ok"}, {"text": 5}]', "a.json item 1: non-string 'text': int"),
     "empty_shard": ("a.jsonl", "", "a.jsonl: empty shard"),
     "bad_parquet": ("a.parquet", b"PAR1 not really parquet", "a.parquet row 0: unreadable Parquet file"),
     "empty_txt": ("a.txt", "", "a.txt: empty shard"),
@@ -269,3 +271,21 @@ def test_a_text_line_longer_than_a_piece_is_cut_between_characters(tmp_path: Pat
     data = build(text_data(txt, tmp_path, num_proc=2, shard_chars=1000))
     assert data.meta["n_docs"] == 2 and data.meta["skipped_records"]["count"] == 0
     assert data.meta["n_train"] + data.meta["n_val"] == txt.stat().st_size  # byte tokenizer: every byte once
+
+
+def test_a_json_array_is_streamed_one_record_at_a_time(tmp_path: Path):
+    """Planning a 20 MB .json array holds a few records, not the file (json.load would hold all 20 MB as objects)."""
+    import tracemalloc
+
+    path = tmp_path / "big.json"
+    docs = [f"record {i}: " + "the quick brown fox " * 50 for i in range(20_000)]
+    path.write_text(json.dumps([{"text": d} for d in docs]), encoding="utf-8")
+    corpus = CORPORA.build(text_data(path, tmp_path))
+    tracemalloc.start()
+    try:
+        n = sum(1 for part in corpus.parts() if part.kind == "texts")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert n == len(docs)
+    assert peak < 2_000_000, f"planning held {peak / 1e6:.1f} MB"

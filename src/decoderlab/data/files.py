@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import ijson
 from omegaconf import MISSING
 
 from decoderlab.data.corpora import CORPORA, Corpus, DataConfig, Document, Part, documents_from_parts
@@ -180,18 +181,23 @@ class TextFiles(Corpus):
             yield Part("end", str(path), ("empty shard: no records",))
 
     def _json_array(self, path: Path, stream: IO[bytes]) -> Iterator[Part]:
-        """A ``.json`` file holding one JSON array of records: read whole here (not streamed)."""
+        """A ``.json`` file holding one JSON array of records, streamed (ijson): one record in memory at a time,
+        whatever the file's size. Records before a syntax error are kept; the error names the item it stopped at."""
+        n = 0
         try:
-            records = json.load(stream)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            yield Part("bad", str(path), (str(path), f"invalid JSON: {e}"))
+            for rec in ijson.items(stream, "item", use_float=True):
+                text = self._field(rec, f"{path} item {n}")
+                n += 1
+                if text is not None:
+                    yield Part("texts", str(path), (text,), len(text))
+        except (ijson.JSONError, UnicodeDecodeError) as e:
+            yield Part("bad", str(path), (f"{path} item {n}", f"invalid JSON: {e}"))
             return
-        if not records:
+        except (OSError, EOFError) as e:  # a truncated or corrupt .gz/.zst
+            yield Part("bad", str(path), (str(path), f"unreadable compressed file: {e}"))
+            return
+        if not n:
             yield Part("bad", str(path), (str(path), "empty shard: no records"))
-        for i, rec in enumerate(records):
-            text = self._field(rec, f"{path} item {i}")
-            if text is not None:
-                yield Part("texts", str(path), (text,), len(text))
 
     def read_part(self, part: Part) -> list[str]:
         if part.kind == "parquet":
