@@ -2,7 +2,7 @@
 # Issue 10's GPU checks as ONE call on a lent GPU machine (a session gets 15 minutes of device time in all).
 #
 #   here, once (PyPI reachable):   bash scripts/gpu_check.sh wheels     # .whl/ (git-ignored): hydra-core, omegaconf,
-#                                                                       # antlr4: what the device's image lacks
+#                                                                       # antlr4, ijson: what the device's image lacks
 #   on the device (the run tool):  carry [".whl"], command "bash scripts/gpu_check.sh", timeout_s 600
 #   a second call, if time is left: "bash scripts/gpu_check.sh more"   # eager rows, default shape, other encodings
 #
@@ -13,10 +13,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=(hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3)  # pure Python: built here, any platform
+BINARY=(ijson==3.6.0)  # compiled: the device's CPython 3.12 on x86-64 Linux
 
 if [[ "${1:-}" == wheels ]]; then
   grep -qxF '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
-  exec python3 -m pip wheel -q --no-deps -w .whl "${WHEELS[@]}"  # antlr4 4.9.3 is an sdist on PyPI: build it
+  python3 -m pip wheel -q --no-deps -w .whl "${WHEELS[@]}" || exit  # antlr4 4.9.3 is an sdist on PyPI: build it
+  exec python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl "${BINARY[@]}"
 fi
 
 out=${OUT:-benchmarks/results/gpu_check}
