@@ -38,3 +38,39 @@ def test_a_secret_on_the_command_line_is_refused_before_anything_is_written(tmp_
     out = run_cli(["decoderlab-train", *TINY, f"hydra.run.dir={run}", "+logger.wandb.api_key=hunter2"], cwd=tmp_path)
     assert out.returncode == 1 and "literal secret" in " ".join(out.stderr.split()) and not run.exists()
     assert "hunter2" not in out.stderr + out.stdout
+
+
+LEAKY = "# @package _global_\nlogger:\n  wandb:\n    api_key: hunter2\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("multirun", [False, True])
+def test_a_secret_in_a_yaml_file_is_refused_before_hydra_saves_the_config(tmp_path: Path, multirun: bool):
+    """Hydra saves the composed config (.hydra/config.yaml, multirun.yaml) before the task runs: the refusal comes
+    from a Hydra callback, first, and nothing holding the secret is written."""
+    (tmp_path / "confs" / "experiment").mkdir(parents=True)
+    (tmp_path / "confs" / "experiment" / "leaky.yaml").write_text(LEAKY)
+    where = ["seed=1,2", "hydra.sweep.dir=out"] if multirun else ["hydra.run.dir=out"]
+    out = run_cli(["decoderlab-train", *(["-m"] if multirun else []), *TINY, *where, f"hydra.searchpath=[file://{tmp_path / 'confs'}]",
+                   "experiment=leaky"], cwd=tmp_path)
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text
+    assert "error: the configuration is refused before anything is written:\n  - logger.wandb.api_key: a literal " \
+           "secret is refused" in text
+    assert not (tmp_path / "out").exists() and "hunter2" not in text
+
+
+def test_options_in_added_config_dirs_count_as_valid(tmp_path: Path):
+    from decoderlab.config import check_group_choices, extra_config_dirs
+    from decoderlab.train import conf_dir
+
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\nseed: 3\n")
+    conf = Path(conf_dir())
+    for added in ([f"hydra.searchpath=[file://{tmp_path}]"], ["-cd", str(tmp_path)], [f"--config-dir={tmp_path}"]):
+        assert extra_config_dirs(added) == [tmp_path]
+        check_group_choices([*added, "experiment=mine"], conf)
+    with pytest.raises(ConfigError, match="experiment=mine: unknown option of group experiment"):
+        check_group_choices(["experiment=mine"], conf)
+    assert extra_config_dirs(["hydra.searchpath=[pkg://elsewhere.conf]"]) is None  # Hydra alone judges then
+    check_group_choices(["hydra.searchpath=[pkg://elsewhere.conf]", "experiment=mine"], conf)

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from decoderlab.components import MODEL_REGISTRIES
 from decoderlab.components.tokenizers import TOKENIZERS
 from decoderlab.data import CORPORA
-from decoderlab.errors import ConfigError
+from decoderlab.errors import ConfigError, RefusedConfig
 from decoderlab.model import ModelConfig
 from decoderlab.ranges import component_range_problems, range_problems, range_warnings
 from decoderlab.wandb_setup import check_credentials
@@ -166,24 +167,47 @@ def _registries() -> dict[str, Any]:
     return {"tokenizer": TOKENIZERS, "data": CORPORA, **MODEL_REGISTRIES}
 
 
-def group_options(group: str, conf: Path) -> list[str]:
-    """The options of config group ``group``: registered names and YAML presets in ``conf/<group>/``."""
-    names = {p.stem for p in (conf / group).glob("*.yaml")} if (conf / group).is_dir() else set()
+def group_options(group: str, conf: Path | list[Path]) -> list[str]:
+    """The options of config group ``group``: registered names and YAML presets in ``<conf dir>/<group>/``."""
+    names = {p.stem for c in ([conf] if isinstance(conf, Path) else conf) for p in (c / group).glob("*.yaml")}
     registry = _registries().get(group)
     return sorted(names | set(registry.names() if registry is not None else ()))
 
 
+def extra_config_dirs(args: list[str]) -> list[Path] | None:
+    """Config directories the command line adds (``--config-dir``/``-cd DIR``, ``hydra.searchpath=[file://...]``);
+    None when one cannot be listed here (``pkg://``): then Hydra alone judges the options."""
+    dirs = []
+    for i, arg in enumerate(args):
+        if arg in ("-cd", "--config-dir") and i + 1 < len(args):
+            dirs.append(Path(args[i + 1]))
+        elif arg.startswith("--config-dir="):
+            dirs.append(Path(arg.split("=", 1)[1]))
+        elif arg.lstrip("+~").startswith("hydra.searchpath="):
+            for entry in arg.split("=", 1)[1].strip("[]").split(","):
+                entry = entry.strip().strip("'\"")
+                if not entry.startswith("file://"):
+                    return None
+                dirs.append(Path(entry.removeprefix("file://")))
+    return dirs
+
+
 def check_group_choices(args: list[str], conf: Path) -> None:
     """Raise one line naming the group, the unknown option and the valid ones (``model/attention=flashh``), before
-    Hydra composes (its own message is a page of search paths)."""
+    Hydra composes (its own message is a page of search paths). Options in added config directories count."""
+    extra = extra_config_dirs(args)
+    if extra is None:
+        return
+    dirs = [conf, *extra]
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue
         key, value = arg.split("=", 1)
         key = key.lstrip("+~")
-        if key.startswith("hydra") or not ((conf / key).is_dir() or key in _registries()) or "(" in value:
+        if key.startswith("hydra") or not (any((d / key).is_dir() for d in dirs) or key in _registries()) \
+                or "(" in value:
             continue
-        options = group_options(key, conf)
+        options = group_options(key, dirs)
         for v in value.strip("[]").split(","):
             if v.strip() and v.strip() not in options and v.strip() != "null":
                 raise ConfigError(f"{key}={v.strip()}: unknown option of group {key}; valid: {', '.join(options)}")
@@ -222,6 +246,27 @@ def safety_problems(cfg: DictConfig) -> list[str]:
             out.append(f"{key}: a literal secret is refused (it would be saved with the run); use "
                        f"${{oc.env:VARIABLE}} or the tool's own environment variable (e.g. WANDB_API_KEY)")
     return out
+
+
+class RefuseUnsafeConfig(Callback):
+    """A Hydra callback (``hydra.callbacks`` in conf/train.yaml): a literal secret or a disallowed ``_target_``
+    written in a YAML file is refused before Hydra saves the composed config (``.hydra/config.yaml`` of a run,
+    ``multirun.yaml`` of a sweep). Command-line secrets are refused earlier still (:func:`check_no_secret_overrides`);
+    each sweep point is checked as it is composed (decoderlab launcher, or the sweeper under another launcher)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        refuse_unsafe(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        refuse_unsafe(config)
+
+
+def refuse_unsafe(config: DictConfig) -> None:
+    """Raise :class:`RefusedConfig` naming each unsafe key of a composed Hydra config (its ``hydra`` node is
+    Hydra's own: its ``_target_`` entries are Hydra's plugins). Values are never printed."""
+    problems = safety_problems(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+    if problems:
+        raise RefusedConfig("the configuration is refused before anything is written:\n  - " + "\n  - ".join(problems))
 
 
 def check_no_secret_overrides(args: list[str]) -> None:

@@ -25,6 +25,12 @@ class DataError(UserError):
     """A corpus that cannot be used: missing, empty, too short, not UTF-8."""
 
 
+class RefusedConfig(BaseException):
+    """A composed configuration refused inside Hydra before it saves it (a literal secret in a YAML file). A
+    BaseException because Hydra's callbacks turn an ``Exception`` into a warning and go on; ``decoderlab-train``
+    prints it as one line, exit status 1."""
+
+
 class PositionRangeError(UserError):
     """A positional encoding asked for a position it cannot represent."""
 

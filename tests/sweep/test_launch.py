@@ -222,8 +222,23 @@ def test_under_an_in_process_launcher_every_uncomposable_point_is_named_before_a
                "model.positional.base=500", "logger=csv", "hydra.sweep.dir=sw")
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
-    assert "2 of 3 sweep points cannot be composed; no job was launched:" in out
+    assert "2 of 3 sweep points are invalid; no job was launched:" in out
     for num, pe in ((1, "learned"), (2, "alibi")):
         assert f"job {num} (model/positional={pe}): Could not override 'model.positional.base'. To append to your " \
                f"config use +model.positional.base=500 (Key 'base' not in '{pe.capitalize()}Config')" in out
     assert "job 0" not in out and not (tmp_path / "sw" / "0" / "status.json").exists()  # rope never ran
+
+
+@pytest.mark.parametrize("launcher", ["basic", "decoderlab"])
+def test_a_swept_option_holding_a_literal_secret_never_runs(tmp_path: Path, tiny_corpus: Path, launcher: str):
+    (tmp_path / "confs" / "logger").mkdir(parents=True)
+    (tmp_path / "confs" / "logger" / "leaky.yaml").write_text(
+        'csv:\n  _target_: lightning.pytorch.loggers.CSVLogger\n  name: ""\n  version: ""\n  password: hunter2\n')
+    r = _sweep(tmp_path, tiny_corpus, f"hydra/launcher={launcher}", "logger=csv,leaky", "hydra.sweep.dir=sw",
+               f"hydra.searchpath=[file://{tmp_path / 'confs'}]")
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "logger.csv.password: a literal secret is refused" in " ".join(out.split())
+    assert "hunter2" not in out
+    leaked = [p for p in (tmp_path / "sw").rglob("*") if p.is_file() and b"hunter2" in p.read_bytes()]
+    assert not leaked and not (tmp_path / "sw" / "1" / ".hydra").exists()

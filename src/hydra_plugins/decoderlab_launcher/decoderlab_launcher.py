@@ -15,6 +15,7 @@ from typing import Any
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.launcher import Launcher
+from omegaconf import OmegaConf
 
 
 @dataclass
@@ -65,8 +66,8 @@ class DecoderlabSweeper(BasicSweeper):
     point) would abort them all, while the launcher composes each job and reports such a point invalid.
 
     Under another launcher (``basic``, submitit) every point is composed before any job starts, as Hydra does, but
-    the error lists each point that cannot be composed, named by its sweep values, instead of Hydra's first
-    error alone."""
+    the error lists each point that cannot be composed (or holds a literal secret), named by its sweep values,
+    instead of Hydra's first error alone."""
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         if isinstance(getattr(self, "launcher", None), DecoderlabLauncher):
@@ -79,9 +80,15 @@ class DecoderlabSweeper(BasicSweeper):
             for o in overrides:
                 values.setdefault(o.split("=", 1)[0], set()).add(o)
         varying = {k for k, v in values.items() if len(v) > 1}  # the sweep's axes: how a user names a point
+        from decoderlab.config import safety_problems
+
+        loader = self.hydra_context.config_loader
         for i, overrides in enumerate(batch):
             try:
-                super().validate_batch_is_legal([overrides])
+                cfg = loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
+                unsafe = safety_problems(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+                if unsafe:  # a literal secret in a swept option: refused before the job's run saves its config
+                    raise ValueError("; ".join(unsafe))
             except Exception as e:  # noqa: BLE001 - Hydra's and OmegaConf's composition errors, reported per point
                 why = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
                 cause = str(e.__cause__ or "").strip().splitlines()
@@ -91,7 +98,7 @@ class DecoderlabSweeper(BasicSweeper):
         if bad:
             what = "no job was launched" if self.job_idx_base == 0 else "no job of this batch was launched"
             raise ConfigCompositionException(
-                f"{len(bad)} of {len(batch)} sweep points cannot be composed; {what}:\n" + "\n".join(bad)
+                f"{len(bad)} of {len(batch)} sweep points are invalid; {what}:\n" + "\n".join(bad)
                 + "\n(the default decoderlab launcher runs the other points and reports these as invalid)")
 
     @property
