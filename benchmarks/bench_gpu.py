@@ -92,7 +92,11 @@ def hand_loop(model: torch.nn.Module, data, cfg, steps: int, warmup: int, compil
     rest = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay}, {"params": rest, "weight_decay": 0}],
                             lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, fused=True)
-    fwd = torch.compile(model) if compiled else model
+    def loss_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # the loss inside the graph, as nanoGPT's
+        logits = model(x)
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+
+    step_loss = torch.compile(loss_fn) if compiled else loss_fn
     ids = torch.from_numpy(data.train.astype(np.int64))
     rng = np.random.default_rng(0)
     amp = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
@@ -105,9 +109,8 @@ def hand_loop(model: torch.nn.Module, data, cfg, steps: int, warmup: int, compil
         w = torch.stack([ids[i:i + T + 1] for i in ix.tolist()]).pin_memory() if device == "cuda" else \
             torch.stack([ids[i:i + T + 1] for i in ix.tolist()])
         w = w.to(device, non_blocking=True)
-        with amp:
-            logits = fwd(w[:, :-1])
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), w[:, 1:].reshape(-1))
+        with amp:  # autocast runs cross_entropy in float32
+            loss = step_loss(w[:, :-1], w[:, 1:])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -151,8 +154,9 @@ def _sync(device: str) -> None:
 
 
 def flops_per_token(model: torch.nn.Module, cfg) -> float:
-    """6 N (matmul weights, embedding table excluded unless tied to the head) + 12 L T d (attention scores)."""
-    n = sum(p.numel() for n_, p in model.named_parameters() if "tok_emb" not in n_)
+    """6 N (matmul weights: the embedding table unless tied to the head, and positional tables, are lookups) +
+    12 L T d (attention scores)."""
+    n = sum(p.numel() for n_, p in model.named_parameters() if not n_.startswith(("tok_emb", "positional.")))
     n += model.head.weight.numel() if model.head.weight is model.tok_emb.weight else 0
     m = cfg.model
     return 6 * n + 12 * m.n_layers * m.block_size * m.d_model
@@ -180,13 +184,18 @@ def measure(shape: str, mode: str, model_name: str, a: argparse.Namespace, devic
     cfg = compose(over)
     data = synthetic_data(s["vocab"], max(200_000, 4 * cfg.loader.batch_size * (cfg.model.block_size + 1)))
     warm = max(1, min(a.warmup, a.steps - 1))  # the Trainer reports steps from 1
+    torch._dynamo.reset()  # each row compiles afresh: a shared cache would hit the recompile limit and run eager
     torch.manual_seed(0)
-    model = build_model(cfg, s["vocab"]).to(device)
+    model = build_model(cfg, s["vocab"])  # on the CPU: FLOPs and parameters; on the device only for the hand loop
     ms_hand = hand_mem = None
     if model_name in a.hand:
         _reset_peak(device)
-        ms_hand = 1000 * hand_loop(model, data, cfg, a.steps, warm, mode == "compiled", device)
+        ms_hand = 1000 * hand_loop(model.to(device), data, cfg, a.steps, warm, mode == "compiled", device)
         hand_mem = _peak_gib(device)
+        model.to("cpu")
+        torch._dynamo.reset()
+        if device == "cuda":
+            torch.cuda.empty_cache()  # decoderlab's peak memory counts its own model only
     _reset_peak(device)
     ms_ours = 1000 * decoderlab_loop(cfg, data, a.steps, warm)
     ours_mem = _peak_gib(device)
@@ -293,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cpu":  # smoke: one tiny shape, eager, what was asked for the rest
         a.smoke, a.shapes, a.modes = True, ["smoke"], ["eager"]
         a.warmup = min(a.warmup, max(0, a.steps - 2))
-    logging.disable(logging.WARNING)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "decoderlab"):  # torch's warnings stay
+        logging.getLogger(name).setLevel(logging.ERROR)
     torch.backends.cuda.matmul.allow_tf32 = True
     rows: list[dict] = []
     for s in a.shapes:

@@ -7,7 +7,7 @@
 #   a second call, if time is left: "bash scripts/gpu_check.sh more"   # eager rows, default shape, other encodings
 #
 # Results under $OUT (benchmarks/results/gpu_check without it): summary.txt, env.txt, cuda_tests.log, bench.log,
-# gpu.md and gpu.json (written after every row, so a stage cut short keeps what it measured). Each stage has its
+# e2e_tests.log, gpu.md and gpu.json (written after every row, so a stage cut short keeps what it measured). Each stage has its
 # own time limit and the whole stays under ~9.5 minutes. The device runs its own torch/Lightning (torch 2.11 there);
 # decoderlab comes from src/ on PYTHONPATH, not installed.
 set -uo pipefail
@@ -51,12 +51,14 @@ if [[ "${1:-}" == more ]]; then
   exit 0
 fi
 
-# 1. Every CUDA-marked test: FlexAttention vs SDPA outputs and gradients, the whole model as one Inductor graph,
-#    no device sync between logging steps, bf16-mixed + fused AdamW + clipping, the divergence guard's found_inf
-#    skip on the fused kernel, and decoderlab.train end to end on the GPU (compiled, t5 through FlexAttention).
-stage cuda-tests 210 cuda_tests.log python3 -m pytest -m cuda -p no:cacheprovider -q -rA \
-  tests/test_lit.py tests/components/test_attention_flex.py tests/test_api.py
+# 1. The CUDA-marked component and training-step tests: FlexAttention vs SDPA outputs and gradients, the whole model
+#    as one Inductor graph, cached decoding through flex, no device sync between logging steps, bf16-mixed + fused
+#    AdamW + clipping, the divergence guard's found_inf skip on the fused kernel.
+stage cuda-tests 160 cuda_tests.log python3 -m pytest -m cuda -p no:cacheprovider -q -rA \
+  tests/test_lit.py tests/components/test_attention_flex.py
 # 2. The targets' rows at the GPT-2-small shape, compiled: the hand-written loop for the default model (the
 #    0.95x ratio, MFU) and decoderlab for the default, T5, ALiBi and llama (each vs the default: the 1.3x targets).
-stage bench 330 bench.log python3 benchmarks/bench_gpu.py --shapes gpt2 --modes compiled \
+stage bench 300 bench.log python3 benchmarks/bench_gpu.py --shapes gpt2 --modes compiled \
   --models default t5 alibi llama --hand default --out "$out"
+# 3. decoderlab.train end to end on the GPU (compiled, bf16-mixed; t5 through FlexAttention).
+stage e2e-tests 100 e2e_tests.log python3 -m pytest -m cuda -p no:cacheprovider -q -rA tests/test_api.py

@@ -45,6 +45,23 @@ def test_a_missing_compiler_is_named_only_when_compiling(monkeypatch):
     assert hardware.device_problems(TrainerConfig(accelerator="cpu", compile=True, compile_backend="aot_eager")) == []
 
 
+def test_flex_with_heads_too_small_for_its_gpu_kernel_is_named(monkeypatch):
+    from omegaconf import OmegaConf
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+
+    def model(d_model: int, impl: str):
+        return OmegaConf.create({"d_model": d_model, "n_heads": 4, "attention": {"name": "mha", "impl": impl}})
+
+    (problem,) = hardware.device_problems(TrainerConfig(accelerator="gpu"), model(32, "flex"))
+    assert problem == ("model.attention.impl=flex: FlexAttention's GPU kernel needs heads of at least 16 dimensions, "
+                       "got model.d_model/model.n_heads = 8; use impl=auto (SDPA for such heads) or fewer, wider heads")
+    assert hardware.device_problems(TrainerConfig(accelerator="gpu"), model(64, "flex")) == []
+    assert hardware.device_problems(TrainerConfig(accelerator="gpu"), model(32, "auto")) == []  # auto takes SDPA
+    assert hardware.device_problems(TrainerConfig(accelerator="cpu"), model(32, "flex")) == []  # CPU: eager flex
+
+
 def test_this_machine_runs_the_defaults():
     assert hardware.device_problems(TrainerConfig()) == []
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from decoderlab.components.attention import FLEX_MIN_HEAD_DIM
+
 GPU_NAMES = ("gpu", "cuda")
 
 
@@ -41,8 +43,9 @@ def compiler_problem(device: str, backend: str) -> str | None:
     return None
 
 
-def device_problems(trainer: Any) -> list[str]:
-    """One line per setting of ``trainer`` (the run's TrainerConfig) this machine cannot honour."""
+def device_problems(trainer: Any, model: Any = None) -> list[str]:
+    """One line per setting of ``trainer`` (the run's TrainerConfig), or of ``model`` on that device, this machine
+    cannot honour."""
     out: list[str] = []
     acc, precision = str(trainer.accelerator), str(trainer.precision)
     if acc in GPU_NAMES and not torch.cuda.is_available():
@@ -60,4 +63,11 @@ def device_problems(trainer: Any) -> list[str]:
         why = compiler_problem(device, str(getattr(trainer, "compile_backend", "inductor")))
         if why:
             out.append(f"trainer.compile=true: {why}; set trainer.compile=false or trainer.compile_backend=aot_eager")
+    attention = getattr(model, "attention", None) if model is not None else None
+    if device == "cuda" and attention is not None and attention.get("impl") == "flex" and model.n_heads > 0:
+        head_dim = model.d_model // model.n_heads
+        if head_dim < FLEX_MIN_HEAD_DIM:
+            out.append(f"model.attention.impl=flex: FlexAttention's GPU kernel needs heads of at least "
+                       f"{FLEX_MIN_HEAD_DIM} dimensions, got model.d_model/model.n_heads = {head_dim}; use "
+                       f"impl=auto (SDPA for such heads) or fewer, wider heads")
     return out

@@ -104,7 +104,7 @@ def run(cfg: DictConfig, out: Path, fingerprint: str | None = None, catcher: Any
     (:class:`decoderlab.preempt.SignalCatcher`) turns a preemption signal during training into a checkpoint.
     """
     validate(cfg)
-    problems = device_problems(cfg.trainer)
+    problems = device_problems(cfg.trainer, cfg.model)
     if problems:
         raise ConfigError("this machine cannot run the configuration:\n  - " + "\n  - ".join(problems))
     for plugin, state in loaded().items():  # train.log records which code took part

@@ -75,7 +75,7 @@ def test_score_mod_is_the_bias(pe):
 
 
 def test_auto_takes_flex_only_where_it_trains():
-    m, _ = pair("alibi")
+    m, _ = pair("alibi", d_model=64)  # head_dim 16
     mha = m.blocks[0].attn
     mha.impl = "auto"
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
@@ -86,6 +86,8 @@ def test_auto_takes_flex_only_where_it_trains():
     assert mha.eval().resolved_impl(ctx, cuda) == "flex"
     bias_only = AttnContext(positional=POSITIONAL.build({"name": "rope"}, dims=m.dims))
     assert mha.resolved_impl(bias_only, cuda) == "sdpa"  # nothing for flex to do
+    narrow, _ = pair("alibi", d_model=16)  # head_dim 4: under the 16 FlexAttention's CUDA kernel needs
+    assert narrow.blocks[0].attn.eval().resolved_impl(ctx, cuda) == "sdpa"
 
 
 def test_flex_with_dropout_is_a_config_error():
@@ -129,9 +131,9 @@ def test_cuda_flex_outputs_and_gradients_equal_sdpa(pe, n_kv_heads):
 @pytest.mark.parametrize("pe", SCORE_MOD)
 def test_cuda_auto_compiles_flex_in_one_graph(pe):
     """impl=auto on CUDA: the whole model, FlexAttention included, is one Inductor graph, forward and backward."""
-    ref, _ = pair(pe, device="cuda", block_size=128)
+    ref, _ = pair(pe, device="cuda", block_size=128, d_model=64)  # head_dim 16: the least flex's kernel takes
     torch._dynamo.reset()
-    model = Decoder(ModelConfig(n_layers=2, n_heads=4, d_model=32, block_size=128, positional={"name": pe}), 37)
+    model = Decoder(ModelConfig(n_layers=2, n_heads=4, d_model=64, block_size=128, positional={"name": pe}), 37)
     model.load_state_dict(ref.state_dict())
     model.cuda().train()
     x = ids("cuda", t=128)
@@ -139,3 +141,23 @@ def test_cuda_auto_compiles_flex_in_one_graph(pe):
         torch.compile(model, fullgraph=True)(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
     loss.backward()
     torch.testing.assert_close(loss, ref.train().loss(x[:, :-1], x[:, 1:]), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("pe", SCORE_MOD)
+def test_cuda_cached_decoding_and_generation_through_flex_equal_sdpa(pe, monkeypatch):
+    """Generation on a GPU: a prompt, then one query at a time over a growing KV cache through FlexAttention
+    (compiled flex_attention, a causal block mask per step): the logits of SDPA's full forward, the same tokens."""
+    ref, flex = pair(pe, device="cuda", block_size=64, d_model=64)
+    calls = []
+    real = attention.flex
+    monkeypatch.setattr(attention, "flex", lambda *a: calls.append(a[0].shape[-2]) or real(*a))
+    x = ids("cuda", t=64)
+    with torch.no_grad():
+        want = ref.eval()(x)
+        caches = [KVCache() for _ in flex.blocks]
+        inc = torch.cat([flex.eval()(x[:, :20], caches)] + [flex(x[:, t:t + 1], caches) for t in range(20, 64)], 1)
+    assert 1 in calls and 20 in calls, "decoding did not go through FlexAttention"
+    torch.testing.assert_close(inc, want, atol=2e-4, rtol=2e-4)
+    greedy = [m.generate(x[:, :8], 24, temperature=0) for m in (ref, flex)]  # greedy: no sampling noise
+    assert greedy[0].shape == (2, 32) and torch.equal(greedy[0], greedy[1])

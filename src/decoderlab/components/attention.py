@@ -69,6 +69,9 @@ class AttnContext:
 
 ATTENTION: Registry[nn.Module] = Registry("model/attention", nn.Module)
 IMPLS = ("auto", "sdpa", "flex", "math")
+# FlexAttention's CUDA kernel (Inductor) refuses smaller heads: "embedding dimension of the query, key, and value must
+# be at least 16" (torch/_inductor/kernel/flex/flex_attention.py). The CPU's eager reference has no such limit.
+FLEX_MIN_HEAD_DIM = 16
 
 
 @dataclass
@@ -79,7 +82,7 @@ class MHAConfig(ComponentConfig):
     }
     # Key/value heads for grouped-query attention; None = n_heads (multi-head), 1 = multi-query.
     n_kv_heads: int | None = None
-    # "auto": flex for encodings with a score_mod on CUDA (without dropout), else sdpa. "sdpa":
+    # "auto": flex for encodings with a score_mod on CUDA (head_dim >= 16, no dropout), else sdpa. "sdpa":
     # F.scaled_dot_product_attention (a float mask for biases). "flex": torch.nn.attention.flex_attention with the
     # encoding's score_mod and a causal block mask (CUDA for training; CPU runs its forward only).
     # "math": explicit softmax(QK^T/sqrt(D) + mask) V (the test oracle).
@@ -201,10 +204,12 @@ class CausalSelfAttention(nn.Module):
         return self.proj(y)
 
     def resolved_impl(self, ctx: AttnContext, device: torch.device) -> str:
-        """The implementation this call runs: ``auto`` is flex for a score_mod encoding on CUDA, else sdpa."""
+        """The implementation this call runs: ``auto`` is flex for a score_mod encoding on CUDA (heads of at least
+        FLEX_MIN_HEAD_DIM dimensions, no attention dropout in training), else sdpa."""
         if self.impl != "auto":
             return self.impl
-        flex_ok = ctx.positional.has_score_mod and device.type == "cuda" and not (self.training and self.dropout)
+        flex_ok = (ctx.positional.has_score_mod and device.type == "cuda" and self.head_dim >= FLEX_MIN_HEAD_DIM
+                   and not (self.training and self.dropout))
         return "flex" if flex_ok else "sdpa"
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
