@@ -74,6 +74,30 @@ def test_score_mod_is_the_bias(pe):
     torch.testing.assert_close(got[..., keep], enc.bias(t_q, t_k)[..., keep])
 
 
+def test_t5_score_mod_gradients_reach_the_bucket_table_as_the_bias_does():
+    """The score_mod's per-distance lookup is differentiable into the same bucket table: equal gradients."""
+    from decoderlab.components.base import ModelDims
+
+    enc = POSITIONAL.build({"name": "t5", "num_buckets": 8, "max_distance": 20},
+                           dims=ModelDims(d_model=32, n_heads=4, n_layers=1, block_size=64, vocab_size=8))
+    t_q, t_k = 5, 40
+    weights = torch.randn(1, 4, t_q, t_k, generator=torch.Generator().manual_seed(0))
+    keep = torch.arange(t_k)[None, :] <= torch.arange(t_k - t_q, t_k)[:, None]
+    grads = []
+    for via_score_mod in (False, True):
+        enc.zero_grad()
+        if via_score_mod:
+            b, h, q, k = torch.meshgrid(torch.zeros(1, dtype=torch.long), torch.arange(4), torch.arange(t_q),
+                                        torch.arange(t_k), indexing="ij")
+            out = enc.score_mod(t_q, t_k)(torch.zeros(b.shape), b, h, q, k)
+        else:
+            out = enc.bias(t_q, t_k)
+        (out * weights)[..., keep].sum().backward()
+        grads.append(enc.rel_bias.weight.grad.clone())
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[1], grads[0])
+
+
 def test_auto_takes_flex_only_where_it_trains():
     m, _ = pair("alibi", d_model=64)  # head_dim 16
     mha = m.blocks[0].attn

@@ -65,10 +65,15 @@ class T5Bias(Positional):
         return self.rel_bias(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, H, Tq, Tk)
 
     def score_mod(self, t_q: int, t_k: int) -> ScoreMod:
-        table, offset = self.rel_bias.weight, t_k - t_q  # (num_buckets, H); query q_idx is at q_idx + offset
-        n, max_d = self.num_buckets, self.max_distance
+        """The bias looked up by distance: a (H, t_k) vector per forward, gathered from the bucket table outside the
+        kernel. FlexAttention's backward adds each score's gradient into the captured tensor with atomics; into
+        the 32-row bucket table every far pair of a batch would hit one address, into this vector at most a row's
+        worth do (the embedding's own backward then sums the distances of each bucket)."""
+        offset = t_k - t_q  # query q_idx sits at position q_idx + offset
+        dist = torch.arange(t_k, device=self.rel_bias.weight.device)
+        by_dist = self.rel_bias(t5_bucket(dist, self.num_buckets, self.max_distance)).t()  # (H, t_k)
 
         def t5(score, b, h, q_idx, kv_idx):
-            return score + table[t5_bucket(q_idx + offset - kv_idx, n, max_d), h].to(score.dtype)
+            return score + by_dist[h, (q_idx + offset - kv_idx).clamp(min=0)].to(score.dtype)  # future: masked
 
         return t5
