@@ -4,7 +4,7 @@
 #   here, once (PyPI reachable):   bash scripts/gpu_check.sh wheels     # .whl/ (git-ignored): hydra-core, omegaconf,
 #                                                                       # antlr4, ijson: what the device's image lacks
 #   on the device (the run tool):  carry [".whl"], command "bash scripts/gpu_check.sh", timeout_s 600
-#   a second call, if time is left: "bash scripts/gpu_check.sh more"   # eager rows, default shape, other encodings
+#   a second call, if time is left: "bash scripts/gpu_check.sh more"   # eager rows, the other encodings compiled
 #
 # Results under $OUT (benchmarks/results/gpu_check without it): summary.txt, env.txt, cuda_tests.log, bench.log,
 # e2e_tests.log, gpu.md and gpu.json (written after every row, so a stage cut short keeps what it measured). Each stage has its
@@ -45,9 +45,11 @@ stage() {  # stage NAME SECONDS LOG COMMAND...: run with a time limit, record th
   echo "$name: exit $rc$([[ $rc == 124 ]] && echo ' (time limit)') in $((SECONDS - t0)) s" | tee -a "$out/summary.txt"
 }
 
-if [[ "${1:-}" == more ]]; then
-  stage bench-more 560 bench_more.log python3 benchmarks/bench_gpu.py --shapes gpt2 default --modes eager compiled \
-    --models default rope none sinusoidal xpos --hand default --out "$out"
+if [[ "${1:-}" == more ]]; then  # a second call: the eager rows, then the other encodings compiled
+  stage bench-eager 230 bench_eager.log python3 benchmarks/bench_gpu.py --shapes gpt2 --modes eager \
+    --models default t5 alibi llama --hand default --out "$out/eager"
+  stage bench-encodings 330 bench_encodings.log python3 benchmarks/bench_gpu.py --shapes gpt2 --modes compiled \
+    --models default rope sinusoidal none xpos --hand --out "$out/encodings"
   exit 0
 fi
 
