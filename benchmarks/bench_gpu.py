@@ -302,20 +302,27 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cpu":  # smoke: one tiny shape, eager, what was asked for the rest
         a.smoke, a.shapes, a.modes = True, ["smoke"], ["eager"]
         a.warmup = min(a.warmup, max(0, a.steps - 2))
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "decoderlab"):  # torch's warnings stay
+    quiet = {name: logging.getLogger(name).level for name in ("lightning", "lightning.pytorch", "lightning.fabric",
+                                                                "decoderlab")}  # torch's warnings stay
+    for name in quiet:
         logging.getLogger(name).setLevel(logging.ERROR)
     torch.backends.cuda.matmul.allow_tf32 = True
     rows: list[dict] = []
-    for s in a.shapes:
-        for m in a.modes:
-            for name in a.models:
-                t0 = time.perf_counter()
-                try:
-                    rows.append(measure(s, m, name, a, device))
-                except Exception as e:  # noqa: BLE001 - recorded in the row; the other rows still run
-                    rows.append(dict(shape=s, mode=m, model=name, error=f"{type(e).__name__}: {e}".splitlines()[0]))
-                write(rows, a, device)  # after every row: a run cut short keeps what it measured
-                print(f"{s} {m} {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    try:
+        for s in a.shapes:
+            for m in a.modes:
+                for name in a.models:
+                    t0 = time.perf_counter()
+                    try:
+                        rows.append(measure(s, m, name, a, device))
+                    except Exception as e:  # noqa: BLE001 - recorded in the row; the other rows still run
+                        rows.append(dict(shape=s, mode=m, model=name,
+                                         error=f"{type(e).__name__}: {e}".splitlines()[0]))
+                    write(rows, a, device)  # after every row: a run cut short keeps what it measured
+                    print(f"{s} {m} {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    finally:  # main() also runs in-process (tests): leave the loggers as they were
+        for name, level in quiet.items():
+            logging.getLogger(name).setLevel(level)
     print(write(rows, a, device))
     return 1 if any("error" in r for r in rows) else 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def test_smoke_mode_writes_both_paths_figures(tmp_path):
     assert rows[1]["ms_hand"] is None and rows[1]["ratio"] is None  # --hand default: no hand loop for alibi
     assert rows[1]["vs_default"] == pytest.approx(rows[1]["ms_decoderlab"] / rows[0]["ms_decoderlab"])
     assert "| smoke | eager | alibi | - |" in (tmp_path / "gpu.md").read_text()
+    assert logging.getLogger("decoderlab").level == logging.NOTSET  # quieted during the run only
 
 
 def test_a_failing_row_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
