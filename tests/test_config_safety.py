@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,16 @@ def test_a_literal_secret_is_refused_and_an_env_reference_is_not(key: str, compo
     check_no_secret_overrides([f"+{key}=" + "${oc.env:SOME_VAR}", "model.n_layers=2"])
 
 
+@pytest.mark.parametrize("arg,key", [("+logger.x={password:hunter2},{password:other}", "logger.x.password"),
+                                     ("+logger.x={opts:[1,{token:hunter2}]}", "logger.x.opts[1].token"),
+                                     ("hydra.job.env_set.WANDB_API_KEY=hunter2", "hydra.job.env_set.WANDB_API_KEY")])
+def test_a_secret_inside_a_value_or_a_sweep_on_the_command_line_is_refused(arg: str, key: str):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: a literal secret on the command line is refused") as e:
+        check_no_secret_overrides(["-m", arg])
+    assert "hunter2" not in str(e.value)
+    check_no_secret_overrides(["-m", "seed=1,2", "+logger.x={password:${oc.env:P}}", "lr=interval(0,1)"])
+
+
 @pytest.mark.slow
 def test_a_secret_on_the_command_line_is_refused_before_anything_is_written(tmp_path: Path):
     run = tmp_path / "run"
@@ -40,22 +51,25 @@ def test_a_secret_on_the_command_line_is_refused_before_anything_is_written(tmp_
     assert "hunter2" not in out.stderr + out.stdout
 
 
-LEAKY = "# @package _global_\nlogger:\n  wandb:\n    api_key: hunter2\n"
+LEAKY = {"logger.wandb.api_key": "# @package _global_\nlogger:\n  wandb:\n    api_key: hunter2\n",
+         "hydra.job.env_set.WANDB_API_KEY": "# @package _global_\nhydra:\n  job:\n    env_set:\n"
+                                            "      WANDB_API_KEY: hunter2\n"}
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("key", sorted(LEAKY))
 @pytest.mark.parametrize("multirun", [False, True])
-def test_a_secret_in_a_yaml_file_is_refused_before_hydra_saves_the_config(tmp_path: Path, multirun: bool):
+def test_a_secret_in_a_yaml_file_is_refused_before_hydra_saves_the_config(tmp_path: Path, multirun: bool, key: str):
     """Hydra saves the composed config (.hydra/config.yaml, multirun.yaml) before the task runs: the refusal comes
     from a Hydra callback, first, and nothing holding the secret is written."""
     (tmp_path / "confs" / "experiment").mkdir(parents=True)
-    (tmp_path / "confs" / "experiment" / "leaky.yaml").write_text(LEAKY)
+    (tmp_path / "confs" / "experiment" / "leaky.yaml").write_text(LEAKY[key])
     where = ["seed=1,2", "hydra.sweep.dir=out"] if multirun else ["hydra.run.dir=out"]
     out = run_cli(["decoderlab-train", *(["-m"] if multirun else []), *TINY, *where, f"hydra.searchpath=[file://{tmp_path / 'confs'}]",
                    "experiment=leaky"], cwd=tmp_path)
     text = out.stdout + out.stderr
     assert out.returncode == 1, text
-    assert "error: the configuration is refused before anything is written:\n  - logger.wandb.api_key: a literal " \
+    assert f"error: the configuration is refused before anything is written:\n  - {key}: a literal " \
            "secret is refused" in text
     assert not (tmp_path / "out").exists() and "hunter2" not in text
 

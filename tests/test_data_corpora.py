@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -289,3 +290,26 @@ def test_a_json_array_is_streamed_one_record_at_a_time(tmp_path: Path):
         tracemalloc.stop()
     assert n == len(docs)
     assert peak < 2_000_000, f"planning held {peak / 1e6:.1f} MB"
+
+
+def test_a_json_array_takes_what_python_json_writes(tmp_path: Path):
+    """Numbers of any size, NaN and Infinity (json.dump's defaults), a UTF-8 byte order mark: every record read."""
+    docs = documents(40)
+    records = [{"text": d, "id": 2**64 - 1 - i, "score": [math.nan, math.inf, 1e400][i % 3]} for i, d in
+               enumerate(docs)]
+    (tmp_path / "a.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "b.json").write_bytes(b"\xef\xbb\xbf" + json.dumps([{"text": d} for d in docs]).encode())
+    for name in ("a.json", "b.json"):
+        data = build(text_data(tmp_path / name, tmp_path, holdout="document"))
+        assert data.meta["n_docs"] == len(docs) and data.meta["skipped_records"]["count"] == 0, name
+
+
+def test_a_syntax_error_in_a_json_array_says_the_rest_of_the_file_is_not_read(tmp_path: Path):
+    bad = tmp_path / "a.json"
+    bad.write_text('[{"text": "one"}, {"text": "two"}, {"text": oops}, {"text": "four"}]')
+    good = write(tmp_path / "good.jsonl", documents())
+    data = build(text_data([good, bad], tmp_path, on_bad_record="skip", holdout="document"))
+    skipped = data.meta["skipped_records"]
+    assert skipped["count"] == 1
+    assert skipped["first"][0].startswith(f"{bad} item 2: invalid JSON: Expecting value: line 1 column 45")
+    assert skipped["first"][0].endswith("; the rest of the file after item 1 cannot be read")

@@ -177,16 +177,14 @@ def group_options(group: str, conf: Path | list[Path]) -> list[str]:
 def extra_config_dirs(args: list[str]) -> list[Path] | None:
     """Config directories the command line adds (``--config-dir``/``-cd DIR``, ``hydra.searchpath=[file://...]``);
     None when one cannot be listed here (``pkg://``): then Hydra alone judges the options."""
-    dirs = []
-    for i, arg in enumerate(args):
-        if arg in ("-cd", "--config-dir") and i + 1 < len(args):
-            dirs.append(Path(args[i + 1]))
-        elif arg.startswith("--config-dir="):
-            dirs.append(Path(arg.split("=", 1)[1]))
-        elif arg.lstrip("+~").startswith("hydra.searchpath="):
-            for entry in arg.split("=", 1)[1].strip("[]").split(","):
-                entry = entry.strip().strip("'\"")
-                if not entry.startswith("file://"):
+    from hydra._internal.utils import get_args_parser
+
+    known, _ = get_args_parser().parse_known_args(args)  # Hydra's own reading: -cd DIR, -cd=DIR, --config-dir ...
+    dirs = [Path(known.config_dir)] if known.config_dir else []
+    for arg in args:
+        if arg.lstrip("+~").startswith("hydra.searchpath="):
+            for entry in filter(None, (e.strip().strip("'\"") for e in arg.split("=", 1)[1].strip("[]").split(","))):
+                if entry.startswith("pkg://") or "${" in entry:
                     return None
                 dirs.append(Path(entry.removeprefix("file://")))
     return dirs
@@ -236,11 +234,12 @@ def is_literal_secret(key: str, value: Any) -> bool:
     return bool(SECRET_KEY.search(name)) and isinstance(value, str) and bool(value) and "${" not in value
 
 
-def safety_problems(cfg: DictConfig) -> list[str]:
-    """``_target_`` outside the allowlist and literal secrets, named by key (values unresolved: never printed)."""
+def safety_problems(cfg: DictConfig, targets: bool = True, prefix: str = "") -> list[str]:
+    """``_target_`` outside the allowlist (``targets``) and literal secrets, named by key (values unresolved: never
+    printed); ``prefix`` names where ``cfg`` sits (``hydra``)."""
     out = []
-    for key, value in _walk(OmegaConf.to_container(cfg, resolve=False)):
-        if key.endswith("_target_") and not str(value).startswith(TARGET_ALLOWLIST):
+    for key, value in _walk(OmegaConf.to_container(cfg, resolve=False), prefix):
+        if targets and key.endswith("_target_") and not str(value).startswith(TARGET_ALLOWLIST):
             out.append(f"{key}={value}: not an allowed _target_ (allowed: {', '.join(TARGET_ALLOWLIST)}*)")
         elif is_literal_secret(key, value):
             out.append(f"{key}: a literal secret is refused (it would be saved with the run); use "
@@ -261,21 +260,43 @@ class RefuseUnsafeConfig(Callback):
         refuse_unsafe(config)
 
 
+def hydra_config_problems(config: DictConfig) -> list[str]:
+    """:func:`safety_problems` of a composed Hydra config: the run's part in full, and literal secrets in the
+    ``hydra`` node too (``hydra.job.env_set.WANDB_API_KEY``; its ``_target_`` entries are Hydra's own plugins)."""
+    problems = safety_problems(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+    if "hydra" in config:
+        problems += safety_problems(config.hydra, targets=False, prefix="hydra")
+    return problems
+
+
 def refuse_unsafe(config: DictConfig) -> None:
     """Raise :class:`RefusedConfig` naming each unsafe key of a composed Hydra config (its ``hydra`` node is
     Hydra's own: its ``_target_`` entries are Hydra's plugins). Values are never printed."""
-    problems = safety_problems(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+    problems = hydra_config_problems(config)
     if problems:
         raise RefusedConfig("the configuration is refused before anything is written:\n  - " + "\n  - ".join(problems))
 
 
 def check_no_secret_overrides(args: list[str]) -> None:
-    """Refuse a literal secret on the command line before Hydra records the overrides in the run directory."""
+    """Refuse a literal secret on the command line before Hydra records the overrides in the run directory: a
+    secret key's value, also inside a dict or list value and in every value of a sweep (``k={password:x},{...}``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
     for arg in args:
-        if "=" in arg and not arg.startswith("-") and is_literal_secret(*arg.split("=", 1)):
-            raise ConfigError(f"{arg.split('=', 1)[0].lstrip('+~')}: a literal secret on the command line is refused "
-                              f"(Hydra saves every override); use ${{oc.env:VARIABLE}} or the tool's environment "
-                              f"variable (e.g. WANDB_API_KEY)")
+        if "=" not in arg or arg.startswith("-"):
+            continue
+        try:
+            override = parser.parse_overrides([arg])[0]
+            values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        except Exception:  # noqa: BLE001 - Hydra reports a malformed override itself; an interval has no literal
+            values = [arg.split("=", 1)[1]]
+        key = arg.split("=", 1)[0].lstrip("+~")
+        for path, value in (p for v in values for p in _walk(v, key)):
+            if is_literal_secret(path, value):
+                raise ConfigError(f"{path}: a literal secret on the command line is refused (Hydra saves every "
+                                  f"override); use ${{oc.env:VARIABLE}} or the tool's environment variable (e.g. "
+                                  f"WANDB_API_KEY)")
 
 
 def _slot_problems(cfg: DictConfig, missing: list[str], sizes_ok: bool) -> list[str]:

@@ -153,3 +153,20 @@ def test_sigterm_to_the_sweep_ends_its_children_and_marks_the_rest(tmp_path: Pat
     states = json.loads(out.strip().splitlines()[-1])  # no JSON: the parent was not interrupted
     assert states[0][0] == "failed" and states[0][1].startswith("interrupted")
     assert states[1] == ["not run", "interrupted before it started"] and states[2][0] == "not run"
+
+
+def test_a_job_process_gets_the_config_dir_given_on_the_command_line(tmp_path):
+    """``-m -cd DIR``: Hydra keeps DIR in hydra.runtime.config_sources, not in the overrides; each job's process must
+    get it too, or it would reject (or silently not find) the options that live there."""
+    from omegaconf import OmegaConf
+
+    from decoderlab.sweep.launch import JobSpec, child_command
+
+    sources = [{"path": "hydra.conf", "schema": "pkg", "provider": "hydra"},
+               {"path": "/repo/conf", "schema": "file", "provider": "main"},
+               {"path": str(tmp_path), "schema": "file", "provider": "command-line"}]
+    config = OmegaConf.create({"hydra": {"overrides": {"hydra": ["hydra.launcher.n_jobs=2", "hydra.verbose=true"]},
+                                         "runtime": {"config_sources": sources}}})
+    cmd = child_command(JobSpec(3, ["experiment=mine", "seed=1"], ["seed=1"], tmp_path / "3"), config)
+    assert cmd[1:6] == ["-m", "decoderlab.train", "--config-dir", str(tmp_path), "experiment=mine"]
+    assert "hydra.verbose=true" in cmd and "hydra.launcher.n_jobs=2" not in cmd

@@ -28,6 +28,7 @@ from omegaconf import MISSING
 from decoderlab.data.corpora import CORPORA, Corpus, DataConfig, Document, Part, documents_from_parts
 from decoderlab.errors import DataError
 
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark (some Windows tools write one)
 FORMATS = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
 COMPRESSIONS = (".gz", ".zst")
 LONG_LINE = 1 << 20  # a .txt piece ends at the first newline after shard_chars bytes, or this many bytes later
@@ -149,7 +150,9 @@ class TextFiles(Corpus):
                 with open(f, "rb") as raw:
                     stream = open_binary(raw, comp)
                     head = stream.peek(64) if fmt == "json" and hasattr(stream, "peek") else b""
-                    if head.lstrip().startswith(b"["):
+                    bom = head.startswith(BOM)
+                    if head[len(BOM) if bom else 0:].lstrip().startswith(b"["):
+                        stream.read(len(BOM) if bom else 0)  # a UTF-8 byte order mark is not JSON
                         yield from self._json_array(f, stream)
                     else:
                         yield from self._line_parts(f, "txt" if fmt == "txt" else "jsonl", comp, raw, stream, base)
@@ -182,22 +185,40 @@ class TextFiles(Corpus):
 
     def _json_array(self, path: Path, stream: IO[bytes]) -> Iterator[Part]:
         """A ``.json`` file holding one JSON array of records, streamed (ijson): one record in memory at a time,
-        whatever the file's size. Records before a syntax error are kept; the error names the item it stopped at."""
+        whatever the file's size; numbers of any size are read (as Decimal: only the text key is used)."""
         n = 0
         try:
-            for rec in ijson.items(stream, "item", use_float=True):
-                text = self._field(rec, f"{path} item {n}")
+            for rec in ijson.items(stream, "item"):
+                yield from self._json_record(path, rec, n)
                 n += 1
-                if text is not None:
-                    yield Part("texts", str(path), (text,), len(text))
-        except (ijson.JSONError, UnicodeDecodeError) as e:
-            yield Part("bad", str(path), (f"{path} item {n}", f"invalid JSON: {e}"))
+        except (ijson.JSONError, UnicodeDecodeError):  # also what Python's json reads but yajl refuses: NaN
+            yield from self._json_array_whole(path, n)
             return
         except (OSError, EOFError) as e:  # a truncated or corrupt .gz/.zst
             yield Part("bad", str(path), (str(path), f"unreadable compressed file: {e}"))
             return
         if not n:
             yield Part("bad", str(path), (str(path), "empty shard: no records"))
+
+    def _json_array_whole(self, path: Path, done: int) -> Iterator[Part]:
+        """After ijson stopped at item ``done``: the file read whole by Python's json (it also takes NaN and
+        Infinity), items from ``done`` on; a real syntax error names the item and says the rest is not read."""
+        with open(path, "rb") as raw:
+            try:
+                records = json.load(open_binary(raw, file_format(path)[1]))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                rest = "the file" if not done else f"the rest of the file after item {done - 1}"
+                yield Part("bad", str(path), (f"{path} item {done}", f"invalid JSON: {e}; {rest} cannot be read"))
+                return
+        for i in range(done, len(records)):
+            yield from self._json_record(path, records[i], i)
+        if not records:
+            yield Part("bad", str(path), (str(path), "empty shard: no records"))
+
+    def _json_record(self, path: Path, rec: Any, i: int) -> Iterator[Part]:
+        text = self._field(rec, f"{path} item {i}")
+        if text is not None:
+            yield Part("texts", str(path), (text,), len(text))
 
     def read_part(self, part: Part) -> list[str]:
         if part.kind == "parquet":

@@ -27,7 +27,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from decoderlab.config import validate
+from decoderlab.config import safety_problems, validate
+from decoderlab.errors import ConfigError
 from decoderlab.overrides import override_key, quote, sweep_axes, varying
 from decoderlab.plan import PLAN_ENV, PlanRow, plan_requested, plan_row, print_plan
 from decoderlab.rundir import SKIP_REASON, fingerprint, is_finished
@@ -105,13 +106,16 @@ def _compose(ctx: Any, config: DictConfig, spec: JobSpec, sweep_dir: Path) -> No
         spec.dir = sweep_dir / str(OmegaConf.select(sweep_cfg, "hydra.sweep.subdir"))
         spec.sweep_cfg, spec.cfg = sweep_cfg, task_config(sweep_cfg)
         validate(spec.cfg)
+        unsafe = safety_problems(sweep_cfg.hydra, targets=False, prefix="hydra")  # the job's hydra.yaml
+        if unsafe:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(unsafe))
         spec.fp = fingerprint(spec.cfg)
     except Exception as e:  # noqa: BLE001 - composition, interpolation or validation: this job's problem
-        msg = str(e) if type(e).__name__ == "ConfigError" else f"cannot compose: {_one_line(e)}"
+        msg = str(e) if type(e).__name__ == "ConfigError" else f"cannot compose: {one_line_error(e)}"
         spec.error = msg if msg.startswith("invalid configuration") else f"invalid configuration: {msg}"
 
 
-def _one_line(e: BaseException) -> str:
+def one_line_error(e: BaseException) -> str:
     """Hydra's composition error on one line, with its cause: ``Could not override 'model.positional.base'
     (Key 'base' not in 'LearnedConfig')`` (its hint to append with ``+`` is dropped)."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -124,7 +128,9 @@ def _one_line(e: BaseException) -> str:
 def child_command(spec: JobSpec, config: DictConfig) -> list[str]:
     """``python -m decoderlab.train`` with only this job's overrides, as a single run in its own directory."""
     passthrough = [o for o in config.hydra.overrides.hydra if not override_key(o).startswith(_PARENT_ONLY)]
-    return [sys.executable, "-m", "decoderlab.train", *spec.overrides, *passthrough, "hydra.mode=RUN",
+    config_dirs = [a for src in config.hydra.runtime.get("config_sources", []) if src.provider == "command-line"
+                   for a in ("--config-dir", str(src.path))]  # --config-dir/-cd: not an override, passed as given
+    return [sys.executable, "-m", "decoderlab.train", *config_dirs, *spec.overrides, *passthrough, "hydra.mode=RUN",
             f"hydra.run.dir={quote(str(spec.dir))}"]
 
 

@@ -15,7 +15,6 @@ from typing import Any
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.launcher import Launcher
-from omegaconf import OmegaConf
 
 
 @dataclass
@@ -74,27 +73,24 @@ class DecoderlabSweeper(BasicSweeper):
             return
         from hydra.errors import ConfigCompositionException
 
-        bad = []
+        from decoderlab.config import hydra_config_problems
+        from decoderlab.sweep.launch import one_line_error
+
         values: dict[str, set[str]] = {}
-        for overrides in batch:
+        for overrides in (o for b in (self.overrides or [batch]) for o in b):  # every batch: the whole sweep's axes
             for o in overrides:
                 values.setdefault(o.split("=", 1)[0], set()).add(o)
         varying = {k for k, v in values.items() if len(v) > 1}  # the sweep's axes: how a user names a point
-        from decoderlab.config import safety_problems
-
-        loader = self.hydra_context.config_loader
+        loader, bad = self.hydra_context.config_loader, []
         for i, overrides in enumerate(batch):
             try:
                 cfg = loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
-                unsafe = safety_problems(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+                unsafe = hydra_config_problems(cfg)
                 if unsafe:  # a literal secret in a swept option: refused before the job's run saves its config
                     raise ValueError("; ".join(unsafe))
             except Exception as e:  # noqa: BLE001 - Hydra's and OmegaConf's composition errors, reported per point
-                why = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-                cause = str(e.__cause__ or "").strip().splitlines()
-                why += f" ({cause[0]})" if cause else ""  # OmegaConf's reason: "Key 'base' not in 'LearnedConfig'"
                 point = " ".join(o for o in overrides if o.split("=", 1)[0] in varying) or " ".join(overrides)
-                bad.append(f"  job {self.job_idx_base + i} ({point}): {why}")
+                bad.append(f"  job {self.job_idx_base + i} ({point}): {one_line_error(e)}")
         if bad:
             what = "no job was launched" if self.job_idx_base == 0 else "no job of this batch was launched"
             raise ConfigCompositionException(
