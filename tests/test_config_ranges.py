@@ -72,6 +72,7 @@ def test_an_unknown_option_of_a_group_lists_the_valid_names(arg: str, valid: str
     with pytest.raises(ConfigError, match=f"={bad}: unknown option of group .*; valid: {valid}$"):
         check_group_choices([arg], Path(conf_dir()))
     check_group_choices(["model/attention=gqa", "logger=[csv,tensorboard]", "-m", "seed=1,2"], Path(conf_dir()))
+    check_group_choices(["logger='csv'", 'model/positional="rope",learned'], Path(conf_dir()))  # quoted, as Hydra
 
 
 def test_an_option_set_as_a_value_says_how_to_pick_it(compose):

@@ -206,9 +206,9 @@ def check_group_choices(args: list[str], conf: Path) -> None:
                 or "(" in value:
             continue
         options = group_options(key, dirs)
-        for v in value.strip("[]").split(","):
-            if v.strip() and v.strip() not in options and v.strip() != "null":
-                raise ConfigError(f"{key}={v.strip()}: unknown option of group {key}; valid: {', '.join(options)}")
+        for v in (v.strip().strip("'\"") for v in value.strip("[]").split(",")):  # Hydra unquotes 'csv'
+            if v and v not in options and v != "null":
+                raise ConfigError(f"{key}={v}: unknown option of group {key}; valid: {', '.join(options)}")
 
 
 # ``_target_`` may name only these (prefixes): Lightning's loggers and decoderlab's own classes. Anything else in a
