@@ -24,8 +24,9 @@ fi
 
 out=${OUT:-benchmarks/results/gpu_check}
 mkdir -p "$out"
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --root-user-action=ignore --target /tmp/site .whl/*.whl \
+whl=${GPU_CHECK_WHEELS:-.whl}  # the carried wheels (a test points this elsewhere)
+if compgen -G "$whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --root-user-action=ignore --target /tmp/site "$whl"/*.whl \
     || { echo "installing .whl/ failed" | tee "$out/summary.txt"; exit 1; }
   export PYTHONPATH=/tmp/site
 fi

@@ -82,3 +82,22 @@ def test_peak_table_matches_device_names():
     model.head.weight = model.tok_emb.weight
     cfg = type("C", (), {"model": type("M", (), {"n_layers": 2, "block_size": 8, "d_model": 4})})
     assert bench.flops_per_token(model, cfg) == 6 * 40 + 12 * 2 * 8 * 4  # the tied head counts once
+
+
+@pytest.mark.slow
+def test_the_one_call_gpu_script_runs_its_stages_and_fits_the_files_that_come_back(tmp_path):
+    """scripts/gpu_check.sh on a machine without CUDA: every stage runs (tests deselected, the benchmark's smoke
+    mode), and what it leaves under $OUT fits what a device call brings back (8 files at most)."""
+    import os
+    import subprocess
+
+    script = BENCH.parents[1] / "scripts" / "gpu_check.sh"
+    env = dict(os.environ, OUT=str(tmp_path / "out"), GPU_CHECK_WHEELS=str(tmp_path / "no-wheels"))
+    r = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = tmp_path / "out"
+    summary = (out / "summary.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in summary] == ["lit-tests", "bench", "flex-tests", "e2e-tests"]
+    assert "bench: exit 0" in summary[1] and (out / "gpu.md").is_file()
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= 8, files
