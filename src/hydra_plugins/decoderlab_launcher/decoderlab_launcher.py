@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.launcher import Launcher
@@ -101,3 +102,34 @@ class DecoderlabSweeper(BasicSweeper):
     def job_idx_base(self) -> int:
         """The number of the batch's first job (Hydra numbers the jobs of a multirun from 0)."""
         return sum(len(b) for b in self.overrides[: max(0, self.batch_index - 1)]) if self.overrides else 0
+
+
+@dataclass
+class CheckedBasicLauncherConf:
+    _target_: str = "hydra_plugins.decoderlab_launcher.decoderlab_launcher.CheckedBasicLauncher"
+
+
+# Stored as ``basic`` (scanned after Hydra's core plugins, so this entry wins), like the sweeper above.
+ConfigStore.instance().store(group="hydra/launcher", name="basic", node=CheckedBasicLauncherConf,
+                             provider="decoderlab")
+
+
+class CheckedBasicLauncher(BasicLauncher):
+    """Hydra's basic launcher (jobs in this process, one after another), except that a batch holding a job whose
+    composed config has a literal secret is refused before any of it runs: Hydra saves each job's config before its
+    task starts. The default sweeper already checks each point; this covers the others (Optuna picks options as it
+    goes)."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
+        from decoderlab.config import hydra_config_problems
+        from decoderlab.errors import RefusedConfig
+
+        bad = []
+        for i, overrides in enumerate(job_overrides):
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            problems = hydra_config_problems(cfg)
+            if problems:
+                bad.append(f"  job {initial_job_idx + i} ({' '.join(overrides)}): {'; '.join(problems)}")
+        if bad:
+            raise RefusedConfig("sweep jobs are refused before anything of theirs is written:\n" + "\n".join(bad))
+        return super().launch(job_overrides, initial_job_idx)
