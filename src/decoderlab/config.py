@@ -251,7 +251,8 @@ class RefuseUnsafeConfig(Callback):
     """A Hydra callback (``hydra.callbacks`` in conf/train.yaml): a literal secret or a disallowed ``_target_``
     written in a YAML file is refused before Hydra saves the composed config (``.hydra/config.yaml`` of a run,
     ``multirun.yaml`` of a sweep). Command-line secrets are refused earlier still (:func:`check_no_secret_overrides`);
-    each sweep point is checked as it is composed (decoderlab launcher, or the sweeper under another launcher)."""
+    each sweep point is checked before its job starts (the decoderlab and basic launchers; the sweeper under
+    submitit)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         refuse_unsafe(config)

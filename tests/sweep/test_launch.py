@@ -216,9 +216,14 @@ def test_an_uncomposable_point_is_reported_invalid_and_the_others_run(tmp_path: 
     assert "model.positional.base=500" in jobs[1]["overrides"] and "Key 'base' not in" in jobs[1]["reason"]
 
 
+@pytest.mark.parametrize("launcher", [  # basic: its launcher checks each batch; submitit: the sweeper does
+    "basic", pytest.param("submitit_local", marks=pytest.mark.skipif(
+        importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
+        reason="optional extra: pip install 'decoderlab[sweeps]'"))])
 def test_under_an_in_process_launcher_every_uncomposable_point_is_named_before_any_job_runs(tmp_path: Path,
-                                                                                          tiny_corpus: Path):
-    r = _sweep(tmp_path, tiny_corpus, "hydra/launcher=basic", "model/positional=rope,learned,alibi",
+                                                                                          tiny_corpus: Path,
+                                                                                          launcher: str):
+    r = _sweep(tmp_path, tiny_corpus, f"hydra/launcher={launcher}", "model/positional=rope,learned,alibi",
                "model.positional.base=500", "logger=csv", "hydra.sweep.dir=sw")
     out = r.stdout + r.stderr
     assert r.returncode == 1, out

@@ -61,47 +61,15 @@ ConfigStore.instance().store(group="hydra/sweeper", name="basic", node=Decoderla
 
 
 class DecoderlabSweeper(BasicSweeper):
-    """Hydra's basic sweeper (the grid of ``a,b``, ``range``, ``choice``), except that under the decoderlab launcher
-    a batch is not composed up front: one point that cannot be composed (``model.positional.base`` of a ``learned``
-    point) would abort them all, while the launcher composes each job and reports such a point invalid.
-
-    Under another launcher (``basic``, submitit) every point is composed before any job starts, as Hydra does, but
-    the error lists each point that cannot be composed (or holds a literal secret), named by its sweep values,
-    instead of Hydra's first error alone."""
+    """Hydra's basic sweeper (the grid of ``a,b``, ``range``, ``choice``), except that it leaves composing the
+    points to the launcher: under the decoderlab launcher one point that cannot be composed (``model.positional.base``
+    of a ``learned`` point) is reported invalid while the others run; under ``basic`` (:class:`CheckedBasicLauncher`)
+    and other launchers (submitit) every point is checked first by :func:`refuse_invalid_points`."""
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        if isinstance(getattr(self, "launcher", None), DecoderlabLauncher):
-            return
-        from hydra.errors import ConfigCompositionException
-
-        from decoderlab.config import hydra_config_problems
-        from decoderlab.sweep.launch import one_line_error
-
-        values: dict[str, set[str]] = {}
-        for overrides in (o for b in (self.overrides or [batch]) for o in b):  # every batch: the whole sweep's axes
-            for o in overrides:
-                values.setdefault(o.split("=", 1)[0], set()).add(o)
-        varying = {k for k, v in values.items() if len(v) > 1}  # the sweep's axes: how a user names a point
-        loader, bad = self.hydra_context.config_loader, []
-        for i, overrides in enumerate(batch):
-            try:
-                cfg = loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
-                unsafe = hydra_config_problems(cfg)
-                if unsafe:  # a literal secret in a swept option: refused before the job's run saves its config
-                    raise ValueError("; ".join(unsafe))
-            except Exception as e:  # noqa: BLE001 - Hydra's and OmegaConf's composition errors, reported per point
-                point = " ".join(o for o in overrides if o.split("=", 1)[0] in varying) or " ".join(overrides)
-                bad.append(f"  job {self.job_idx_base + i} ({point}): {one_line_error(e)}")
-        if bad:
-            what = "no job was launched" if self.job_idx_base == 0 else "no job of this batch was launched"
-            raise ConfigCompositionException(
-                f"{len(bad)} of {len(batch)} sweep points are invalid; {what}:\n" + "\n".join(bad)
-                + "\n(the default decoderlab launcher runs the other points and reports these as invalid)")
-
-    @property
-    def job_idx_base(self) -> int:
-        """The number of the batch's first job (Hydra numbers the jobs of a multirun from 0)."""
-        return sum(len(b) for b in self.overrides[: max(0, self.batch_index - 1)]) if self.overrides else 0
+        if not isinstance(getattr(self, "launcher", None), (DecoderlabLauncher, CheckedBasicLauncher)):
+            first = sum(len(b) for b in self.overrides[: max(0, self.batch_index - 1)]) if self.overrides else 0
+            refuse_invalid_points(self.hydra_context.config_loader, self.config, batch, first)
 
 
 @dataclass
@@ -115,21 +83,34 @@ ConfigStore.instance().store(group="hydra/launcher", name="basic", node=CheckedB
 
 
 class CheckedBasicLauncher(BasicLauncher):
-    """Hydra's basic launcher (jobs in this process, one after another), except that a batch holding a job whose
-    composed config has a literal secret is refused before any of it runs: Hydra saves each job's config before its
-    task starts. The default sweeper already checks each point; this covers the others (Optuna picks options as it
-    goes)."""
+    """Hydra's basic launcher (jobs in this process, one after another), except that every batch a sweeper hands
+    it (the grid, or Optuna's trials) is checked first by :func:`refuse_invalid_points`: Hydra saves each job's
+    config before its task starts, so a literal secret must be refused before then."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
-        from decoderlab.config import hydra_config_problems
-        from decoderlab.errors import RefusedConfig
-
-        bad = []
-        for i, overrides in enumerate(job_overrides):
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            problems = hydra_config_problems(cfg)
-            if problems:
-                bad.append(f"  job {initial_job_idx + i} ({' '.join(overrides)}): {'; '.join(problems)}")
-        if bad:
-            raise RefusedConfig("sweep jobs are refused before anything of theirs is written:\n" + "\n".join(bad))
+        refuse_invalid_points(self.hydra_context.config_loader, self.config, job_overrides, initial_job_idx)
         return super().launch(job_overrides, initial_job_idx)
+
+
+def refuse_invalid_points(loader: Any, config: Any, batch: Sequence[Sequence[str]], first: int) -> None:
+    """Compose every point of ``batch`` (jobs ``first ...``) before any runs; one error names each that cannot be
+    composed or holds a literal secret, by its sweep values and reason (Hydra stops at the first, unnamed)."""
+    from hydra.errors import ConfigCompositionException
+
+    from decoderlab.config import hydra_config_problems
+    from decoderlab.sweep.launch import axes, one_line_error, varying_of
+
+    labels, bad = varying_of(batch, set(axes(config))), []
+    for i, overrides in enumerate(batch):
+        try:
+            unsafe = hydra_config_problems(loader.load_sweep_config(master_config=config,
+                                                                    sweep_overrides=list(overrides)))
+            if unsafe:  # a literal secret in a swept option: refused before the job's run saves its config
+                raise ValueError("; ".join(unsafe))
+        except Exception as e:  # noqa: BLE001 - Hydra's and OmegaConf's composition errors, reported per point
+            bad.append(f"  job {first + i} ({' '.join(labels[i] or overrides)}): {one_line_error(e)}")
+    if bad:
+        what = "no job was launched" if first == 0 else "no job of this batch was launched"
+        raise ConfigCompositionException(
+            f"{len(bad)} of {len(batch)} sweep points are invalid; {what}:\n" + "\n".join(bad)
+            + "\n(the default decoderlab launcher runs the other points and reports these as invalid)")
