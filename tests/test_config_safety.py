@@ -88,3 +88,26 @@ def test_options_in_added_config_dirs_count_as_valid(tmp_path: Path):
         check_group_choices(["experiment=mine"], conf)
     assert extra_config_dirs(["hydra.searchpath=[pkg://elsewhere.conf]"]) is None  # Hydra alone judges then
     check_group_choices(["hydra.searchpath=[pkg://elsewhere.conf]", "experiment=mine"], conf)
+
+
+def test_a_searchpath_in_the_primary_config_counts_too(tmp_path: Path):
+    """A primary config in an added directory (train.yaml, or -cn NAME) may list more directories under its own
+    hydra.searchpath: Hydra reads them, so the up-front check must too."""
+    from decoderlab.config import check_group_choices, extra_config_dirs
+    from decoderlab.train import conf_dir
+
+    more, mine = tmp_path / "more", tmp_path / "mine"
+    (more / "experiment").mkdir(parents=True)
+    (more / "experiment" / "far.yaml").write_text("# @package _global_\nseed: 5\n")
+    mine.mkdir()
+    (mine / "lab.yaml").write_text(f"defaults:\n  - train\n  - _self_\nhydra:\n  searchpath:\n    - file://{more}\n")
+    conf = Path(conf_dir())
+    assert extra_config_dirs(["-cd", str(mine), "-cn", "lab"], conf) == [mine, more]
+    check_group_choices(["-cd", str(mine), "-cn", "lab", "experiment=far"], conf)
+    assert extra_config_dirs(["-cd", str(mine)], conf) == [mine]  # train.yaml (the default name) is not there
+    with pytest.raises(ConfigError, match="experiment=far: unknown option of group experiment"):
+        check_group_choices(["-cd", str(mine), "experiment=far"], conf)
+    (mine / "lab.yaml").write_text("hydra:\n  searchpath: [pkg://elsewhere.conf]\n")
+    assert extra_config_dirs(["-cd", str(mine), "--config-name=lab"], conf) is None  # Hydra alone judges then
+    (mine / "lab.yaml").write_text("hydra: [unclosed\n")
+    assert extra_config_dirs(["-cd", str(mine), "-cn", "lab"], conf) is None  # Hydra names the broken file

@@ -174,26 +174,43 @@ def group_options(group: str, conf: Path | list[Path]) -> list[str]:
     return sorted(names | set(registry.names() if registry is not None else ()))
 
 
-def extra_config_dirs(args: list[str]) -> list[Path] | None:
-    """Config directories the command line adds (``--config-dir``/``-cd DIR``, ``hydra.searchpath=[file://...]``);
-    None when one cannot be listed here (``pkg://``): then Hydra alone judges the options."""
+def extra_config_dirs(args: list[str], conf: Path | None = None) -> list[Path] | None:
+    """Config directories the command line adds (``--config-dir``/``-cd DIR``, ``hydra.searchpath=[file://...]``),
+    and those the primary config (``train.yaml`` or ``-cn NAME`` in ``conf`` or an added directory) adds under its
+    own ``hydra.searchpath``; None when one cannot be listed here (``pkg://``, an interpolation, an unreadable
+    primary config): then Hydra alone judges the options."""
     from hydra._internal.utils import get_args_parser
 
     known, _ = get_args_parser().parse_known_args(args)  # Hydra's own reading: -cd DIR, -cd=DIR, --config-dir ...
     dirs = [Path(known.config_dir)] if known.config_dir else []
+    entries: list[str] = []
     for arg in args:
         if arg.lstrip("+~").startswith("hydra.searchpath="):
-            for entry in filter(None, (e.strip().strip("'\"") for e in arg.split("=", 1)[1].strip("[]").split(","))):
-                if entry.startswith("pkg://") or "${" in entry:
-                    return None
-                dirs.append(Path(entry.removeprefix("file://")))
+            entries += [e.strip().strip("'\"") for e in arg.split("=", 1)[1].strip("[]").split(",")]
+    name = (known.config_name or "train").removesuffix(".yaml")
+    for d in [*dirs, *([conf] if conf is not None else [])]:
+        primary = d / f"{name}.yaml"
+        if not primary.is_file():
+            continue
+        try:
+            listed = OmegaConf.to_container(OmegaConf.load(primary), resolve=False).get("hydra", {}).get("searchpath")
+        except Exception:  # noqa: BLE001 - Hydra reads it next and names what is wrong
+            return None
+        if listed is not None:
+            if not isinstance(listed, list):
+                return None
+            entries += [str(e) for e in listed]
+    for entry in filter(None, entries):
+        if entry.startswith("pkg://") or "${" in entry:
+            return None
+        dirs.append(Path(entry.removeprefix("file://")))
     return dirs
 
 
 def check_group_choices(args: list[str], conf: Path) -> None:
     """Raise one line naming the group, the unknown option and the valid ones (``model/attention=flashh``), before
     Hydra composes (its own message is a page of search paths). Options in added config directories count."""
-    extra = extra_config_dirs(args)
+    extra = extra_config_dirs(args, conf)
     if extra is None:
         return
     dirs = [conf, *extra]
