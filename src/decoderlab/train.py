@@ -183,11 +183,23 @@ def _finish_sweeps(session_file: str) -> int:
     return session.exit_code
 
 
+def _store_checked_launchers() -> None:
+    """Hydra's plugin scan first (it re-runs every plugin module), then decoderlab's checked submitit launchers over
+    submitit's entries of the same names: every batch of a sweep is checked for literal secrets before submission."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.decoderlab_launcher.decoderlab_launcher import store_checked_submitit
+
+    Plugins.instance()
+    store_checked_submitit()
+
+
 def main() -> None:
     """Console entry point ``decoderlab-train``."""
     with exit_on_user_error():
         sys.argv[1:] = _cli_args(sys.argv[1:])
         _prepare_process()
+        _store_checked_launchers()
         check_group_choices(sys.argv[1:], Path(conf_dir()))  # after plugins: their options count
         check_no_secret_overrides(sys.argv[1:])
         sys.argv[1:] = _sweep_args(sys.argv[1:])

@@ -234,6 +234,8 @@ def test_under_an_in_process_launcher_every_uncomposable_point_is_named_before_a
     assert "job 0" not in out and not (tmp_path / "sw" / "0" / "status.json").exists()  # rope never ran
 
 
+SWEEP_EXTRAS_MISSING = any(importlib.util.find_spec(f"hydra_plugins.hydra_{m}") is None
+                           for m in ("optuna_sweeper", "submitit_launcher"))
 OPTUNA = ["hydra/sweeper=optuna", "logger=choice(csv,leaky)", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=4",
           "hydra.sweeper.sampler.seed=0"]  # seed 0 picks leaky in this batch of 4
 
@@ -241,11 +243,15 @@ OPTUNA = ["hydra/sweeper=optuna", "logger=choice(csv,leaky)", "hydra.sweeper.n_t
 @pytest.mark.parametrize("launcher,sweep", [("basic", ["logger=csv,leaky"]), ("decoderlab", ["logger=csv,leaky"]),
                                             pytest.param("basic", OPTUNA, id="optuna-basic", marks=pytest.mark.skipif(
                                                 importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
-                                                reason="optional extra: pip install 'decoderlab[sweeps]'"))])
+                                                reason="optional extra: pip install 'decoderlab[sweeps]'")),
+                                            pytest.param("submitit_local", OPTUNA, id="optuna-submitit",
+                                                         marks=pytest.mark.skipif(SWEEP_EXTRAS_MISSING, reason=(
+                                                             "optional extra: pip install 'decoderlab[sweeps]'")))])
 def test_a_swept_option_holding_a_literal_secret_never_runs(tmp_path: Path, tiny_corpus: Path, launcher: str,
                                                             sweep: list[str]):
-    """The default sweeper checks each point (basic), the decoderlab launcher each job, and the basic launcher each
-    batch a sweeper such as Optuna hands it: Hydra would save a job's config before its task refused it."""
+    """The default sweeper checks each point (basic), the decoderlab launcher each job, and the basic and submitit
+    launchers each batch a sweeper such as Optuna hands them: Hydra (and submitit's pickles) would save a job's
+    config before its task refused it."""
     (tmp_path / "confs" / "logger").mkdir(parents=True)
     (tmp_path / "confs" / "logger" / "leaky.yaml").write_text(
         'csv:\n  _target_: lightning.pytorch.loggers.CSVLogger\n  name: ""\n  version: ""\n  password: hunter2\n')

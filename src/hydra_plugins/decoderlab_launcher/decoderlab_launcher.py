@@ -63,11 +63,13 @@ ConfigStore.instance().store(group="hydra/sweeper", name="basic", node=Decoderla
 class DecoderlabSweeper(BasicSweeper):
     """Hydra's basic sweeper (the grid of ``a,b``, ``range``, ``choice``), except that it leaves composing the
     points to the launcher: under the decoderlab launcher one point that cannot be composed (``model.positional.base``
-    of a ``learned`` point) is reported invalid while the others run; under ``basic`` (:class:`CheckedBasicLauncher`)
-    and other launchers (submitit) every point is checked first by :func:`refuse_invalid_points`."""
+    of a ``learned`` point) is reported invalid while the others run; under ``basic`` (:class:`CheckedBasicLauncher`),
+    submitit (its checked launchers below) and any other launcher every point is checked first by
+    :func:`refuse_invalid_points`."""
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        if not isinstance(getattr(self, "launcher", None), (DecoderlabLauncher, CheckedBasicLauncher)):
+        checked = (DecoderlabLauncher, CheckedBasicLauncher, *CHECKED_SUBMITIT)  # these check each batch
+        if not isinstance(getattr(self, "launcher", None), checked):
             first = sum(len(b) for b in self.overrides[: max(0, self.batch_index - 1)]) if self.overrides else 0
             refuse_invalid_points(self.hydra_context.config_loader, self.config, batch, first)
 
@@ -114,3 +116,47 @@ def refuse_invalid_points(loader: Any, config: Any, batch: Sequence[Sequence[str
         raise ConfigCompositionException(
             f"{len(bad)} of {len(batch)} sweep points are invalid; {what}:\n" + "\n".join(bad)
             + "\n(the default decoderlab launcher runs the other points and reports these as invalid)")
+
+
+# The submitit launchers (optional extra: pip install 'decoderlab[sweeps]'), checking every batch whichever sweeper
+# hands it (Optuna's trials included) as CheckedBasicLauncher does: submitit pickles each job's config under the
+# sweep directory and Hydra saves it again in the job, both before the job's task could refuse a literal secret.
+try:
+    from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
+except ImportError:
+    CHECKED_SUBMITIT: tuple[type, ...] = ()
+else:
+    class CheckedLocalLauncher(LocalLauncher):
+        """submitit's local launcher, every batch checked first by :func:`refuse_invalid_points`."""
+
+        def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
+            refuse_invalid_points(self.hydra_context.config_loader, self.config, job_overrides, initial_job_idx)
+            return super().launch(job_overrides, initial_job_idx)
+
+    class CheckedSlurmLauncher(SlurmLauncher):
+        """submitit's SLURM launcher, every batch checked first by :func:`refuse_invalid_points`."""
+
+        def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
+            refuse_invalid_points(self.hydra_context.config_loader, self.config, job_overrides, initial_job_idx)
+            return super().launch(job_overrides, initial_job_idx)
+
+    @dataclass
+    class CheckedLocalQueueConf(LocalQueueConf):
+        _target_: str = "hydra_plugins.decoderlab_launcher.decoderlab_launcher.CheckedLocalLauncher"
+
+    @dataclass
+    class CheckedSlurmQueueConf(SlurmQueueConf):
+        _target_: str = "hydra_plugins.decoderlab_launcher.decoderlab_launcher.CheckedSlurmLauncher"
+
+    CHECKED_SUBMITIT = (CheckedLocalLauncher, CheckedSlurmLauncher)
+
+
+def store_checked_submitit() -> None:
+    """Store the checked submitit launchers as ``submitit_local`` and ``submitit_slurm``, over submitit's own
+    entries. Call it after Hydra's plugin scan (``Plugins.instance()``): the scan re-runs every plugin module, and
+    submitit's, scanned after this one, would store its entries again."""
+    if CHECKED_SUBMITIT:
+        store = ConfigStore.instance().store
+        store(group="hydra/launcher", name="submitit_local", node=CheckedLocalQueueConf(), provider="decoderlab")
+        store(group="hydra/launcher", name="submitit_slurm", node=CheckedSlurmQueueConf(), provider="decoderlab")
