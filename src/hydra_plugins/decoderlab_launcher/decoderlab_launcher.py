@@ -68,8 +68,7 @@ class DecoderlabSweeper(BasicSweeper):
     :func:`refuse_invalid_points`."""
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        checked = (DecoderlabLauncher, CheckedBasicLauncher, *CHECKED_SUBMITIT)  # these check each batch
-        if not isinstance(getattr(self, "launcher", None), checked):
+        if not isinstance(getattr(self, "launcher", None), (DecoderlabLauncher, ChecksEachBatch)):
             first = sum(len(b) for b in self.overrides[: max(0, self.batch_index - 1)]) if self.overrides else 0
             refuse_invalid_points(self.hydra_context.config_loader, self.config, batch, first)
 
@@ -84,14 +83,21 @@ ConfigStore.instance().store(group="hydra/launcher", name="basic", node=CheckedB
                              provider="decoderlab")
 
 
-class CheckedBasicLauncher(BasicLauncher):
-    """Hydra's basic launcher (jobs in this process, one after another), except that every batch a sweeper hands
-    it (the grid, or Optuna's trials) is checked first by :func:`refuse_invalid_points`: Hydra saves each job's
-    config before its task starts, so a literal secret must be refused before then."""
+class ChecksEachBatch:
+    """A launcher mixin: every batch a sweeper hands it (the grid, or Optuna's trials) is checked first by
+    :func:`refuse_invalid_points`. Hydra saves each job's config before its task starts (and submitit pickles it
+    under the sweep directory first), so a literal secret must be refused before then."""
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
+    config: Any
+    hydra_context: Any
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
         refuse_invalid_points(self.hydra_context.config_loader, self.config, job_overrides, initial_job_idx)
-        return super().launch(job_overrides, initial_job_idx)
+        return super().launch(job_overrides, initial_job_idx)  # type: ignore[misc]
+
+
+class CheckedBasicLauncher(ChecksEachBatch, BasicLauncher):
+    """Hydra's basic launcher (jobs in this process, one after another), each batch checked first."""
 
 
 def refuse_invalid_points(loader: Any, config: Any, batch: Sequence[Sequence[str]], first: int) -> None:
@@ -127,19 +133,11 @@ try:
 except ImportError:
     CHECKED_SUBMITIT: tuple[type, ...] = ()
 else:
-    class CheckedLocalLauncher(LocalLauncher):
-        """submitit's local launcher, every batch checked first by :func:`refuse_invalid_points`."""
+    class CheckedLocalLauncher(ChecksEachBatch, LocalLauncher):
+        """submitit's local launcher, each batch checked first."""
 
-        def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
-            refuse_invalid_points(self.hydra_context.config_loader, self.config, job_overrides, initial_job_idx)
-            return super().launch(job_overrides, initial_job_idx)
-
-    class CheckedSlurmLauncher(SlurmLauncher):
-        """submitit's SLURM launcher, every batch checked first by :func:`refuse_invalid_points`."""
-
-        def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
-            refuse_invalid_points(self.hydra_context.config_loader, self.config, job_overrides, initial_job_idx)
-            return super().launch(job_overrides, initial_job_idx)
+    class CheckedSlurmLauncher(ChecksEachBatch, SlurmLauncher):
+        """submitit's SLURM launcher, each batch checked first."""
 
     @dataclass
     class CheckedLocalQueueConf(LocalQueueConf):
