@@ -175,12 +175,12 @@ def test_stop_raises_before_the_update_and_keeps_the_weights_of_the_step_before(
 
 
 def test_stop_at_a_logging_step_raises_at_once():
-    lit = _lit(poison=(4,))  # log_every=4: step 4 reads the verdict back
-    with pytest.raises(NonFiniteError, match="non-finite loss( and gradient norm)? at step 4"):
+    lit = _lit(poison=(3,))  # log_every=4: step 3 reads the verdict back ((3 + 1) % 4 == 0)
+    with pytest.raises(NonFiniteError, match="non-finite loss( and gradient norm)? at step 3"):
         _fit(lit, 8)
     after = lit.model.state_dict()
-    assert all(torch.equal(after[k], v) for k, v in lit.before.items())  # step 4's update was not applied
-    assert lit.global_step == 4
+    assert all(torch.equal(after[k], v) for k, v in lit.before.items())  # step 3's update was not applied
+    assert lit.global_step == 3
 
 
 def test_a_checkpoint_with_non_finite_weights_is_never_written(tmp_path: Path):
@@ -230,7 +230,7 @@ def test_decoderlab_reads_device_values_only_at_logging_steps(monkeypatch):
 
         monkeypatch.setattr(torch.Tensor, name, counted)
     _fit(lit, 9, log_every_n_steps=4)
-    assert set(calls) == {0, 4, 8, 9}  # log_every=4, and the end-of-training check after the last step
+    assert set(calls) == {3, 7, 9}  # the steps Lightning writes (step + 1) % 4 == 0; the check after the last step
 
 
 @pytest.mark.cuda
@@ -345,3 +345,39 @@ def test_the_gradient_norm_of_sharded_gradients_is_the_norm_of_all_of_them():
     assert got[0] == pytest.approx(full, rel=1e-6) and got[1] == pytest.approx(full, rel=1e-6)
     unsharded = float(torch.nn.utils.get_total_norm([g[0::2] for g in grads]))
     assert unsharded < full * 0.9  # what each rank alone would have clipped with
+
+
+class Recorder(L.Callback):
+    """Each training step's loss, as the step returned it."""
+
+    def __init__(self) -> None:
+        self.loss: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.loss[trainer.global_step - 1] = float(outputs["loss"])  # global_step has moved past this step
+
+
+def test_each_metrics_row_holds_the_figures_of_the_step_it_names(tmp_path: Path):
+    """Lightning writes logged values when (step + 1) % log_every_n_steps == 0, under that step: a value logged at
+    another step would sit in a later step's row. Every train row's loss and tokens seen are its own step's, and
+    every row has tokens/s, also when each logging step is followed by a validation (its time is left out)."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    rec = Recorder()
+    lit = LitDecoder(_model(), OptimConfig(warmup_steps=0), np.ones(V), max_steps=12, log_every=3)
+    trainer = L.Trainer(max_steps=12, logger=CSVLogger(tmp_path, name="", version=""), log_every_n_steps=3,
+                        val_check_interval=3, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu", devices=1, callbacks=[rec])
+    trainer.fit(lit, train_dataloaders=_loader(), val_dataloaders=_loader(8))
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["train/loss"]]
+    assert [int(r["step"]) for r in rows] == [2, 5, 8, 11]
+    for r in rows:
+        step = int(r["step"])
+        assert float(r["tokens_seen"]) == (step + 1) * 4 * T  # batch 4 x T tokens per step, steps 0..step
+        assert float(r["train/loss"]) == pytest.approx(rec.loss[step], rel=1e-6)
+        assert float(r["train/tokens_per_s"]) > 0
+

@@ -102,8 +102,10 @@ class LitDecoder(L.LightningModule):
         if t.compile:
             self._loss_fn = torch.compile(model.loss, backend=t.compile_backend)
             self._logits_fn = torch.compile(model.forward, backend=t.compile_backend)
-        self._t_last: float | None = None
+        self._t_last: float | None = None  # the previous logging step (the first step's start before it)
         self._t_start: float | None = None
+        self._t_val: float | None = None  # when the running validation started
+        self._paused = 0.0  # validation seconds since _t_last: not training time, left out of tokens/s
         self._tokens_since = 0
         self._micro = 0
         self.tokens_seen = 0
@@ -117,12 +119,15 @@ class LitDecoder(L.LightningModule):
         self._micro = self.global_step * self.trainer.accumulate_grad_batches  # the data module's stream index
 
     def _log_now(self) -> bool:
-        return self.global_step % self.log_every == 0
+        """The steps whose figures Lightning writes: it flushes the logged values when ``(step + 1) % N == 0``
+        (``log_every_n_steps``), under that step's number; a value logged at another step would be written late,
+        under a later step's number."""
+        return (self.global_step + 1) % self.log_every == 0
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         if self._t_start is None:
-            self._t_start = time.perf_counter()
+            self._t_start = self._t_last = time.perf_counter()
         seed_step(x.device, self.seed, self._micro, self.global_rank)
         self._micro += 1
         loss = self._loss_fn(x, y)
@@ -143,11 +148,11 @@ class LitDecoder(L.LightningModule):
                    "tokens_seen": _host(torch.tensor(float(self.tokens_seen)))}
         if self.guard.mode == "skip" and self.guard.device is not None:
             metrics["train/nonfinite_skipped"] = _host(self.guard.skipped.float())
-        if self._t_last is not None:
-            metrics["train/tokens_per_s"] = torch.tensor(self._tokens_since / (now - self._t_last))
+        if self._t_last is not None and now - self._t_last - self._paused > 0:
+            metrics["train/tokens_per_s"] = torch.tensor(self._tokens_since / (now - self._t_last - self._paused))
         self.log_dict(metrics, on_step=True, on_epoch=False, prog_bar=False, batch_size=batch_size)
         self.log("loss", host_loss, prog_bar=True, logger=False, on_step=True, on_epoch=False)
-        self._t_last, self._tokens_since = now, 0
+        self._t_last, self._tokens_since, self._paused = now, 0, 0.0
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """One gradient norm for clipping, the grad-norm metric and the divergence check; a bad step is skipped."""
@@ -202,7 +207,13 @@ class LitDecoder(L.LightningModule):
         self.log_dict({"val/bytes": nbytes.float(), "val/windows": windows.float()})
         if self._t_start is not None:  # wall-clock axis for comparisons (validation time included)
             self.log("time/elapsed_s", time.perf_counter() - self._t_start)
-        self._t_last = None  # don't count validation time in tokens/s
+        if self._t_val is not None:  # validation time is not training time: left out of tokens/s
+            self._paused += time.perf_counter() - self._t_val
+            self._t_val = None
+
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.state.fn == "fit":
+            self._t_val = time.perf_counter()
 
     def configure_optimizers(self) -> dict[str, Any]:
         c = self.optim_cfg
