@@ -86,3 +86,17 @@ def test_dropout_masks_are_a_function_of_the_step():
     first = mask(5)
     torch.rand(10)  # anything else drawing from the RNG in between changes nothing
     assert np.array_equal(mask(5), first) and not np.array_equal(mask(6), first)
+
+
+def test_a_resumed_run_rewrites_last_ckpt_never_a_versioned_copy(tmp_path: Path, tiny_corpus: Path):
+    """Lightning's ModelCheckpoint writes ``last-v1.ckpt`` beside a ``last.ckpt`` it did not write itself (a run
+    directory moved elsewhere, or a ``last.ckpt`` a signal wrote); generate, eval, load and resume read last.ckpt."""
+    import shutil
+
+    run = _train(tmp_path, tiny_corpus, "a", "trainer.max_steps=4", "trainer.val_check_interval=2")
+    moved = tmp_path / "moved"
+    shutil.move(run, moved)
+    out = run_cli(["decoderlab-train", "--resume", str(moved), "trainer.max_steps=6"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert sorted(p.name for p in (moved / "checkpoints").glob("last*")) == ["last.ckpt"]
+    assert torch.load(moved / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6

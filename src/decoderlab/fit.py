@@ -106,6 +106,7 @@ def build_trainer(cfg: DictConfig, out: Path, loggers: list[Any], timer: TrainTi
         dirpath=out / "checkpoints", filename="step{step:06d}", auto_insert_metric_name=False,
         every_n_train_steps=t.ckpt_every_n_steps or t.val_check_interval, save_top_k=-1 if t.ckpt_every_n_steps
         else 0, save_last=True,
+        enable_version_counter=False,  # last.ckpt is rewritten in place (atomically), never beside as last-v1.ckpt
     )
     kwargs = dict(
         max_steps=t.max_steps, val_check_interval=min(t.val_check_interval, t.max_steps),
