@@ -100,3 +100,16 @@ def test_a_resumed_run_rewrites_last_ckpt_never_a_versioned_copy(tmp_path: Path,
     assert out.returncode == 0, out.stderr[-3000:]
     assert sorted(p.name for p in (moved / "checkpoints").glob("last*")) == ["last.ckpt"]
     assert torch.load(moved / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+
+
+def test_a_checkpoint_past_max_steps_is_refused_not_reported_as_a_run(tmp_path: Path, tiny_corpus: Path):
+    run = _train(tmp_path, tiny_corpus, "a", "trainer.max_steps=4", "trainer.val_check_interval=2")
+    out = run_cli(["decoderlab-train", *TINY, *COMMON, f"data.paths=[{tiny_corpus}]", f"hydra.run.dir={tmp_path}/b",
+                   f"trainer.ckpt_path={run}/checkpoints/last.ckpt", "trainer.max_steps=3"], cwd=tmp_path)
+    err = " ".join(out.stderr.split())
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert f"trainer.ckpt_path={run}/checkpoints/last.ckpt holds step 4, past trainer.max_steps=3: nothing to " \
+           "train; give trainer.max_steps > 4" in err
+    assert not (tmp_path / "b" / "summary.json").exists()
+    out = run_cli(["decoderlab-train", "--resume", str(run), "trainer.max_steps=3"], cwd=tmp_path)
+    assert out.returncode == 1 and "the run is at step 4, past trainer.max_steps=3" in " ".join(out.stderr.split())

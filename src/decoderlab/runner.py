@@ -96,6 +96,17 @@ def build_model(cfg: DictConfig, vocab_size: int, tokenizer: Any = None) -> Deco
     return maybe_init_from(cfg, model, tokenizer)  # init_from: weights (and a grown vocabulary)
 
 
+def _check_steps_left(cfg: DictConfig, resumed: bool) -> None:
+    """A checkpoint past ``trainer.max_steps`` would train nothing and report its step as the run's: refused."""
+    from decoderlab.checkpoint import read_checkpoint  # lazy: imports torch's serialization helpers
+
+    step, last = read_checkpoint(cfg.trainer.ckpt_path)["global_step"], cfg.trainer.max_steps
+    if step > last:
+        what = "the run is at" if resumed else f"trainer.ckpt_path={cfg.trainer.ckpt_path} holds"
+        raise ConfigError(f"{what} step {step}, past trainer.max_steps={last}: nothing to train; "
+                          f"give trainer.max_steps > {step}")
+
+
 def run(cfg: DictConfig, out: Path, fingerprint: str | None = None, catcher: Any = None) -> float | None:
     """Train one model; writes config, tokenizer, checkpoints, metrics, sample and summary to ``out``.
 
@@ -115,6 +126,8 @@ def run(cfg: DictConfig, out: Path, fingerprint: str | None = None, catcher: Any
         resume.check_same_run(out, text)
         cfg.trainer.ckpt_path = str(resume.resume_checkpoint(out))
         log.info("resuming %s from %s", out, cfg.trainer.ckpt_path)
+    if cfg.trainer.ckpt_path:
+        _check_steps_left(cfg, resumed is not None)
     fp = fingerprint or rundir.fingerprint(cfg)
     rundir.write_status(out, "running", fingerprint=fp)
     if cfg.threads:
