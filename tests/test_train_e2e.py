@@ -220,3 +220,20 @@ def test_intermediate_validations_score_a_sample_and_the_final_one_everything(tm
     assert [w for _, w, _ in val[:-1]] == [3.0] * (len(val) - 1) and len(val) >= 2  # steps 3 and 6: the sample
     assert val[-1][:2] == (6, 8.0)  # the final validation: all 8 windows (loader.val_max_windows=8)
     assert json.loads((run / "summary.json").read_text())["val_loss"] == pytest.approx(val[-1][2])
+
+
+def test_the_sample_prompt_is_checked_before_training_never_after(tmp_path: Path):
+    """A corpus whose records hold no newline: its own prompt (data.sample_prompt, a newline) cannot be encoded by
+    the char tokenizer. The run warns at start-up and samples unprompted; a sample.prompt the user set that cannot
+    be encoded is refused before any training (it used to fail the trained run at its very end)."""
+    path = tmp_path / "x.jsonl"
+    path.write_text("".join(json.dumps({"text": f"record {i} of a corpus with no newline in it"}) + "\n"
+                            for i in range(300)), encoding="utf-8")
+    out, run = _train(tmp_path, "data=text", f"data.paths=[{path}]", "logger=csv")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "data.sample_prompt='\\n' cannot be encoded" in " ".join((out.stdout + out.stderr).split())
+    assert json.loads((run / "status.json").read_text())["status"] == "completed" and (run / "sample.txt").is_file()
+    out, run = _train(tmp_path, "data=text", f"data.paths=[{path}]", "logger=csv", "sample.prompt=QQ", name="q")
+    err = " ".join(out.stderr.split())
+    assert out.returncode == 1 and "sample.prompt='QQ' cannot be encoded: character 'Q'" in err, err[-2000:]
+    assert not (run / "checkpoints").exists()  # refused before training

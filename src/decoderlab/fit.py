@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from decoderlab import resume
 from decoderlab.callbacks import PreemptCheckpoint
 from decoderlab.checkpoint import atomic_save, checkpoint_record, read_checkpoint, seal
-from decoderlab.errors import ConfigError
+from decoderlab.errors import ConfigError, DataError
 from decoderlab.lit import LitDecoder
 from decoderlab.logs import StepProgress, ValidationLog, quiet_wandb, setup_run_logging, wandb_where
 from decoderlab.model import Decoder
@@ -210,13 +210,27 @@ def _finish_wandb(loggers: list[Any]) -> None:
                 log.info(where)
 
 
+def sample_prompt_ids(cfg: DictConfig, tokenizer: Any, quiet: bool = False) -> torch.Tensor:
+    """The end-of-run sample's prompt as ids, shape (1, n), cropped to the block. The run checks it before training,
+    so the sample never fails a trained run: a ``sample.prompt`` the tokenizer cannot encode is an error naming it;
+    a corpus's own ``data.sample_prompt`` that it cannot encode (a newline no record holds) gives an unprompted
+    sample, with a warning."""
+    s = cfg.sample
+    key, prompt = ("sample.prompt", s.prompt) if s.prompt is not None else ("data.sample_prompt", cfg.data.sample_prompt)
+    try:
+        ids = [int(i) for i in tokenizer.encode(prompt)]
+    except DataError as e:
+        if key == "sample.prompt":
+            raise ConfigError(f"sample.prompt={prompt!r} cannot be encoded: {e}") from None
+        if not quiet:
+            log.warning("%s=%r cannot be encoded (%s): the sample at the end starts unprompted", key, prompt, e)
+        ids = []
+    return torch.as_tensor(ids or [0], dtype=torch.long)[None, -cfg.model.block_size:]
+
+
 def generate_sample(cfg: DictConfig, model: Decoder, tokenizer: Any) -> str:
     s = cfg.sample
-    prompt = s.prompt if s.prompt is not None else cfg.data.sample_prompt
-    ids = torch.as_tensor(tokenizer.encode(prompt), dtype=torch.long)[None, :]
-    if ids.shape[1] == 0:
-        ids = torch.zeros(1, 1, dtype=torch.long)
-    ids = ids[:, -cfg.model.block_size:]
+    ids = sample_prompt_ids(cfg, tokenizer, quiet=True)
     model.eval()
     gen = torch.Generator().manual_seed(cfg.seed)
     outs = model.generate(ids, s.max_new_tokens, s.temperature, s.top_k, s.top_p, generator=gen)

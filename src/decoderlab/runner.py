@@ -134,12 +134,13 @@ def run(cfg: DictConfig, out: Path, fingerprint: str | None = None, catcher: Any
         torch.set_num_threads(cfg.threads)
     import lightning as L  # lazy: see the module docstring
 
-    from decoderlab.fit import fit  # lazy: imports Lightning
+    from decoderlab.fit import fit, sample_prompt_ids  # lazy: imports Lightning
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     rundir.atomic_write(out / rundir.CONFIG_FILE, text)
     data, dm = build_data(cfg)
     data.tokenizer.save(out)
+    sample_prompt_ids(cfg, data.tokenizer)  # the sample at the end must not fail a trained run: checked now
     model = build_model(cfg, data.tokenizer.vocab_size, data.tokenizer)
     counts = model.param_counts()
     log.info("model: %s parameters (%s non-embedding)", f"{counts['total']:,}", f"{counts['non_embedding']:,}")
