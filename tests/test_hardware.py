@@ -59,7 +59,21 @@ def test_flex_with_heads_too_small_for_its_gpu_kernel_is_named(monkeypatch):
                        "got model.d_model/model.n_heads = 8; use impl=auto (SDPA for such heads) or fewer, wider heads")
     assert hardware.device_problems(TrainerConfig(accelerator="gpu"), model(64, "flex")) == []
     assert hardware.device_problems(TrainerConfig(accelerator="gpu"), model(32, "auto")) == []  # auto takes SDPA
-    assert hardware.device_problems(TrainerConfig(accelerator="cpu"), model(32, "flex")) == []  # CPU: eager flex
+    assert hardware.device_problems(TrainerConfig(accelerator="cpu"), model(32, "auto")) == []  # CPU: SDPA
+
+
+def test_flex_cannot_train_on_the_cpu_and_says_so_before_anything_runs(tmp_path):
+    """FlexAttention has no CPU backward: a t5 run with impl=flex on the CPU crashed in its first backward pass."""
+    from omegaconf import OmegaConf
+
+    model = OmegaConf.create({"d_model": 64, "n_heads": 4, "attention": {"name": "mha", "impl": "flex"}})
+    (problem,) = hardware.device_problems(TrainerConfig(accelerator="cpu"), model)
+    assert problem.startswith("model.attention.impl=flex: FlexAttention has no backward pass on the CPU (torch ")
+    assert problem.endswith("so it cannot train here; use impl=auto (SDPA with the bias mask here, flex on a CUDA GPU)")
+    out = run_cli(["decoderlab-train", *TINY, "model/positional=t5", "model.attention.impl=flex",
+                   f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr and problem in " ".join(out.stderr.split())
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_this_machine_runs_the_defaults():

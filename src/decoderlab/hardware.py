@@ -64,6 +64,10 @@ def device_problems(trainer: Any, model: Any = None) -> list[str]:
         if why:
             out.append(f"trainer.compile=true: {why}; set trainer.compile=false or trainer.compile_backend=aot_eager")
     attention = getattr(model, "attention", None) if model is not None else None
+    if device != "cuda" and attention is not None and attention.get("impl") == "flex":
+        out.append(f"model.attention.impl=flex: FlexAttention has no backward pass on the {device.upper()} (torch "
+                   f"{torch.__version__.split('+')[0]}), so it cannot train here; use impl=auto (SDPA with the bias "
+                   "mask here, flex on a CUDA GPU)")
     if device == "cuda" and attention is not None and attention.get("impl") == "flex" and model.n_heads > 0:
         head_dim = model.d_model // model.n_heads
         if head_dim < FLEX_MIN_HEAD_DIM:
