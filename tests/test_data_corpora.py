@@ -147,6 +147,12 @@ BAD = {  # file name, its content, the location and reason the error must name
 }
 
 
+KIND = {"bad_json": "invalid JSON", "missing_key": "missing text key 'text'", "non_string": "non-string 'text'",
+        "not_object": "not a JSON object", "bad_utf8": "invalid JSON", "bad_json_array": "invalid JSON",
+        "bad_array_item": "non-string 'text'", "empty_shard": "empty shard", "bad_parquet": "unreadable Parquet file",
+        "empty_txt": "empty shard", "latin1_txt": "not UTF-8 text"}
+
+
 def bad_beside_good(tmp_path: Path, case: str) -> tuple[Path, Path]:
     """The bad file of ``case`` and a good JSONL file beside it."""
     name, content, _ = BAD[case]
@@ -173,6 +179,7 @@ def test_skipped_bad_records_are_counted_and_nothing_else_is_lost(tmp_path: Path
     data = build(text_data([good, bad], tmp_path, on_bad_record="skip", holdout="document"))
     skipped = data.meta["skipped_records"]
     assert skipped["count"] == 1 and str(bad) in skipped["first"][0]
+    assert skipped["reasons"] == {KIND[case]: 1}  # counted by kind: no cut-off detail, no byte offset
     extra_docs = content.count(b"ok" if isinstance(content, bytes) else "ok")
     assert data.meta["n_docs"] == ref.meta["n_docs"] + extra_docs
 

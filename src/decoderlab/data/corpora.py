@@ -23,6 +23,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -130,7 +131,7 @@ class Corpus:
         if self.cfg.on_bad_record == "error":
             raise DataError(f"data={self.cfg.name}: {where}: {reason} (data.on_bad_record=skip skips such records)")
         self.skipped.count += 1
-        self.skipped.reasons[reason.split(":")[0]] += 1
+        self.skipped.reasons[re.split(r": | \(", reason, maxsplit=1)[0]] += 1  # its kind, without the details
         if len(self.skipped.first) < 10:
             self.skipped.first.append(f"{where}: {reason}")
 
