@@ -209,6 +209,9 @@ def test_an_interrupted_build_leaves_no_complete_cache(tmp_path: Path, monkeypat
 def test_hf_never_downloads_and_names_what_is_missing(tmp_path: Path):
     with pytest.raises(DataError, match="never the Hugging Face Hub at run time"):
         build({"name": "hf", "path": "someone/some-dataset", "cache_dir": str(tmp_path)})
+    with pytest.raises(DataError) as e:  # a missing local path is not a Hub name: no load_dataset advice
+        build({"name": "hf", "path": str(tmp_path / "gone"), "cache_dir": str(tmp_path)})
+    assert str(e.value) == f"data.path={tmp_path / 'gone'}: no such local directory or file."
     ds_dir = tmp_path / "saved"
     datasets.DatasetDict({"train": datasets.Dataset.from_dict({"body": ["a"]})}).save_to_disk(str(ds_dir))
     with pytest.raises(DataError, match=r"data.dataset_split=test: .* has splits \['train'\]"):

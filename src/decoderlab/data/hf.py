@@ -53,10 +53,11 @@ class HFDataset(Corpus):
     def _load(self) -> Any:
         path = Path(os.path.expanduser(str(self.cfg.path)))
         if not path.exists():
-            raise DataError(
-                f"data.path={self.cfg.path}: no such local directory or file. data=hf reads local datasets only, "
-                f"never the Hugging Face Hub at run time: download once with "
-                f"datasets.load_dataset('{self.cfg.path}').save_to_disk('DIR') and set data.path=DIR")
+            given = str(self.cfg.path)
+            hub_like = not given.startswith(("/", ".", "~")) and given.count("/") <= 1  # 'owner/name' or 'name'
+            hint = (" data=hf reads local datasets only, never the Hugging Face Hub at run time: download once with "
+                    f"datasets.load_dataset('{given}').save_to_disk('DIR') and set data.path=DIR") if hub_like else ""
+            raise DataError(f"data.path={given}: no such local directory or file.{hint}")
         datasets = optional("datasets", "data=hf")
         cache_dir = str(cache_root(self.cfg) / "hf-datasets")  # load_dataset's Arrow copy, beside our cache
         try:
