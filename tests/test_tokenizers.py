@@ -226,6 +226,13 @@ def test_init_from_checkpoint_grows_vocabulary(tmp_path):
         assert torch.equal(w[:300], w0) and torch.allclose(w[300:], w0.mean(0).expand(4, -1))
     rest = [k for k in old.state_dict() if k not in ("tok_emb.weight", "head.weight")]
     assert rest and all(torch.equal(new.state_dict()[k], old.state_dict()[k]) for k in rest)
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)  # a run directory works as load and generate take it
+    (tmp_path / "old.ckpt").rename(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    again = maybe_init_from(OmegaConf.create({"init_from": str(tmp_path / "run")}), Decoder(cfg, ext.vocab_size), ext)
+    assert torch.equal(again.state_dict()["tok_emb.weight"], new.state_dict()["tok_emb.weight"])
+    with pytest.raises(ConfigError, match=f"init_from={tmp_path / 'nope'}: no such run directory or checkpoint"):
+        maybe_init_from(OmegaConf.create({"init_from": str(tmp_path / "nope")}), Decoder(cfg, ext.vocab_size), ext)
+    (tmp_path / "run" / "checkpoints" / "last.ckpt").rename(tmp_path / "old.ckpt")
     unrelated = fitted("char", [ENGLISH])
     with pytest.raises(UserError, match=r"tokenizer mismatch: .*old\.ckpt.* bpe .* char"):
         init_from_checkpoint(Decoder(cfg, unrelated.vocab_size), tmp_path / "old.ckpt", unrelated)

@@ -17,9 +17,15 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from decoderlab.checkpoint import bound_tokenizer, model_state, read_checkpoint, require_same_tokenizer
+from decoderlab.checkpoint import (
+    bound_tokenizer,
+    model_state,
+    read_checkpoint,
+    require_same_tokenizer,
+    resolve_checkpoint,
+)
 from decoderlab.components.tokenizers import Tokenizer
-from decoderlab.errors import ConfigError
+from decoderlab.errors import ConfigError, UserError
 from decoderlab.model import Decoder
 
 log = logging.getLogger(__name__)
@@ -64,7 +70,11 @@ def maybe_init_from(cfg: Any, model: Decoder, tokenizer: Tokenizer | None) -> De
         return model
     if tokenizer is None:
         raise ValueError("init_from: growing or checking a vocabulary needs the run's tokenizer")
-    report = init_from_checkpoint(model, path, tokenizer)
+    try:
+        ckpt, _ = resolve_checkpoint(path)  # a run directory (its last.ckpt) or a checkpoint file, as load/generate
+    except UserError as e:
+        raise ConfigError(f"init_from={path}: {e}") from None
+    report = init_from_checkpoint(model, ckpt, tokenizer)
     log.info("init_from=%s: %d embedding rows copied, %d new rows initialized at the mean of the old ones",
              path, report["copied_rows"], report["new_rows"])
     return model
