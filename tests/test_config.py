@@ -60,6 +60,16 @@ def test_plus_added_unknown_keys_are_rejected_by_name(compose):
         assert f"unknown key '{key}'" in msg
 
 
+def test_a_logger_entry_without_a_target_is_refused_before_anything_runs(compose):
+    """It used to reach Lightning as a plain dict and fail with a traceback once the data was prepared."""
+    with pytest.raises(ConfigError) as e:
+        validate(compose(["+logger.foo={a: 1}", "+logger.bar=3"]))
+    for key in ("foo", "bar"):
+        assert f"logger.{key}: a logger needs a _target_ (a Lightning logger class, e.g. " \
+               "lightning.pytorch.loggers.CSVLogger) or null to switch it off" in str(e.value)
+    validate(compose(["logger=csv", "+logger.off=null"]))
+
+
 def test_all_missing_values_reported_at_once(compose):
     cfg = compose(["data=text", "model.d_model=???"])
     with pytest.raises(ConfigError) as e:

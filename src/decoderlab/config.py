@@ -353,6 +353,16 @@ def _unknown(key: str) -> str:
     return f"unknown key '{key}' (not in the schema; check its spelling)"
 
 
+def _logger_problems(cfg: DictConfig) -> list[str]:
+    """Each entry of ``logger`` is a logger class's config (``_target_``) or null (switched off)."""
+    out = []
+    for key, spec in (cfg.get("logger") or {}).items():
+        if spec is not None and not (isinstance(spec, DictConfig) and spec.get("_target_")):
+            out.append(f"logger.{key}: a logger needs a _target_ (a Lightning logger class, e.g. "
+                       f"lightning.pytorch.loggers.CSVLogger) or null to switch it off")
+    return out
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` listing every missing value, unknown key and bad component config."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -361,6 +371,7 @@ def validate(cfg: DictConfig) -> None:
         problems.append("missing value(s), set them on the command line: " + ", ".join(missing))
     problems += [_unknown(k) for k in unknown_keys(cfg)]
     problems += safety_problems(cfg)
+    problems += _logger_problems(cfg)
     sizes = [] if missing else _size_problems(cfg)
     problems += sizes
     problems += _slot_problems(cfg, missing, sizes_ok=not sizes)
