@@ -25,10 +25,18 @@ class DataError(UserError):
     """A corpus that cannot be used: missing, empty, too short, not UTF-8."""
 
 
-class RefusedConfig(BaseException):
-    """A composed configuration refused inside Hydra before it saves it (a literal secret in a YAML file). A
-    BaseException because Hydra's callbacks turn an ``Exception`` into a warning and go on; ``decoderlab-train``
-    prints it as one line, exit status 1."""
+class StopWithMessage(BaseException):
+    """An error that must pass Hydra's own handlers, which catch ``Exception`` (a callback's becomes a warning, a
+    job's a traceback), to reach ``decoderlab-train``'s main: printed as one line, exit status 1."""
+
+
+class RefusedConfig(StopWithMessage):
+    """A composed configuration refused inside Hydra before it saves it (a literal secret in a YAML file)."""
+
+
+class JobFailed(StopWithMessage):
+    """A sweep job under an in-process launcher (``hydra/launcher=basic``) failed on a user mistake: Hydra's basic
+    sweeper stops there, naming the job's overrides; this says why."""
 
 
 class PositionRangeError(UserError):

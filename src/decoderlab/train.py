@@ -27,7 +27,7 @@ from hydra.types import RunMode
 from decoderlab import resume, rundir
 from decoderlab.api import conf_dir, normalize_overrides
 from decoderlab.config import check_group_choices, check_no_secret_overrides, register_schema
-from decoderlab.errors import RefusedConfig, UserError, exit_on_user_error, print_user_error
+from decoderlab.errors import StopWithMessage, UserError, exit_on_user_error, print_user_error
 from decoderlab.outcome import objective
 from decoderlab.overrides import defer_to_jobs
 from decoderlab.plan import PLAN_ENV, plan_requested, plan_row, print_plan
@@ -213,7 +213,7 @@ def main() -> None:
         except KeyboardInterrupt:
             _finish_sweeps(session_file)
             sys.exit(130)
-        except RefusedConfig as e:  # from RefuseUnsafeConfig, Hydra's callback: nothing was written
+        except StopWithMessage as e:  # RefuseUnsafeConfig (nothing was written), or a basic-launcher job's error
             print_user_error(e)
             sys.exit(1)
         sys.exit(_finish_sweeps(session_file))

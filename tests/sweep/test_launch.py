@@ -263,3 +263,14 @@ def test_a_swept_option_holding_a_literal_secret_never_runs(tmp_path: Path, tiny
     assert "hunter2" not in out
     leaked = [p for p in (tmp_path / "sw").rglob("*") if p.is_file() and b"hunter2" in p.read_bytes()]
     assert not leaked and not (tmp_path / "sw" / "1" / ".hydra").exists()
+
+
+def test_a_failed_job_under_the_basic_launcher_is_one_line_not_a_traceback(tmp_path: Path, tiny_corpus: Path):
+    """Hydra's basic sweeper stops at a failed job and prints its exception's traceback: a user mistake in a job
+    (a precision Lightning refuses) is one line after Hydra's own line naming the job's overrides."""
+    r = _sweep(tmp_path, tiny_corpus, "hydra/launcher=basic", "trainer.precision=17", "hydra.sweep.dir=sw")
+    err = r.stderr
+    assert r.returncode == 1 and "Traceback" not in err, err[-3000:]
+    assert "Error executing job with overrides: [" in err and "'trainer.precision=17'" in err
+    assert "error: trainer: Precision '17' is invalid." in " ".join(err.split())
+    assert json.loads((tmp_path / "sw" / "0" / "status.json").read_text())["status"] == "failed"

@@ -67,6 +67,15 @@ class DecoderlabSweeper(BasicSweeper):
     submitit (its checked launchers below) and any other launcher every point is checked first by
     :func:`refuse_invalid_points`."""
 
+    def sweep(self, arguments: list[str]) -> Any:
+        from decoderlab.errors import JobFailed, UserError
+
+        try:
+            return super().sweep(arguments)
+        except UserError as e:  # a job's mistake under an in-process launcher: Hydra has named the job's overrides
+            raise JobFailed(f"{e} (the sweep stops at its first failed job under this launcher; the default "
+                            "decoderlab launcher runs the others and reports each)") from None
+
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         if not isinstance(getattr(self, "launcher", None), (DecoderlabLauncher, ChecksEachBatch)):
             first = sum(len(b) for b in self.overrides[: max(0, self.batch_index - 1)]) if self.overrides else 0
