@@ -274,3 +274,18 @@ def test_a_failed_job_under_the_basic_launcher_is_one_line_not_a_traceback(tmp_p
     assert "Error executing job with overrides: [" in err and "'trainer.precision=17'" in err
     assert "error: trainer: Precision '17' is invalid." in " ".join(err.split())
     assert json.loads((tmp_path / "sw" / "0" / "status.json").read_text())["status"] == "failed"
+
+
+def test_launcher_settings_are_range_checked_and_plan_honours_skip_finished(tmp_path: Path, compose):
+    from decoderlab.errors import RefusedConfig
+    from decoderlab.rundir import write_status
+    from decoderlab.sweep.launch import JobSpec, Settings, _plan_row
+
+    with pytest.raises(RefusedConfig) as e:  # every job would fail "timed out after -1 s"
+        Settings(timeout_s=-1, n_jobs=0)
+    assert str(e.value) == ("hydra.launcher.n_jobs=0 must be at least 1; hydra.launcher.timeout_s=-1 must be positive "
+                            "(or null: none)")
+    write_status(tmp_path, "completed", fingerprint="f")
+    spec = JobSpec(0, ["seed=1"], ["seed=1"], tmp_path, cfg=compose([]), fp="f")
+    assert _plan_row(spec).state == "done: skipped"
+    assert _plan_row(spec, skip_finished=False).state == "to run"  # what the sweep will then do

@@ -28,7 +28,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from decoderlab.config import safety_problems, validate
-from decoderlab.errors import ConfigError
+from decoderlab.errors import ConfigError, RefusedConfig
 from decoderlab.overrides import override_key, quote, sweep_axes, varying
 from decoderlab.plan import PLAN_ENV, PlanRow, plan_requested, plan_row, print_plan
 from decoderlab.rundir import SKIP_REASON, fingerprint, is_finished
@@ -52,6 +52,15 @@ class Settings:
     kill_grace_s: float = 30.0
     skip_finished: bool = True
     stream_output: bool = True
+
+    def __post_init__(self) -> None:
+        bad = [f"hydra.launcher.{k}={v} must be {rule}" for k, v, ok, rule in (
+            ("n_jobs", self.n_jobs, self.n_jobs >= 1, "at least 1"),
+            ("timeout_s", self.timeout_s, self.timeout_s is None or self.timeout_s > 0, "positive (or null: none)"),
+            ("kill_grace_s", self.kill_grace_s, self.kill_grace_s >= 0, "0 or more"),
+        ) if not ok]
+        if bad:  # raised while Hydra instantiates the launcher, before multirun.yaml: one line, not Hydra's page
+            raise RefusedConfig("; ".join(bad))
 
 
 @dataclass
@@ -148,7 +157,7 @@ def launch(ctx: Any, config: DictConfig, job_overrides: Sequence[Sequence[str]],
     sweep_dir = Path(str(config.hydra.sweep.dir))
     specs = prepare(ctx, config, job_overrides, first)
     if plan_requested():
-        rows = [_plan_row(s) for s in specs]
+        rows = [_plan_row(s, settings.skip_finished) for s in specs]
         print_plan(rows)
         errors = [f"job {r.num}: {r.error}" for r in rows if r.error]
         R.report_to_session(sweep_dir, plan_errors=errors)
@@ -196,11 +205,11 @@ def _result(spec: JobSpec, status: str = "not run", reason: str = "") -> R.JobRe
     return R.JobResult(spec.num, spec.overrides, spec.varying, str(spec.dir), status, reason)
 
 
-def _plan_row(spec: JobSpec) -> PlanRow:
+def _plan_row(spec: JobSpec, skip_finished: bool = True) -> PlanRow:
     label = ",".join(spec.varying) or "(single point)"
     if spec.error or spec.cfg is None:
         return PlanRow(spec.num, label, error=spec.error, state="invalid")
-    state = "done: skipped" if is_finished(spec.dir, spec.fp or "") else "to run"
+    state = "done: skipped" if skip_finished and is_finished(spec.dir, spec.fp or "") else "to run"
     return plan_row(spec.num, label, spec.cfg, state)
 
 
