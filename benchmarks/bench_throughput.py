@@ -13,7 +13,7 @@ Three ways to train the same batch shape for the same number of steps, timed per
     python benchmarks/bench_throughput.py --zoo                 # + every positional encoding, vs the default
     python benchmarks/bench_throughput.py --overrides model/positional=rope
 
-Prints a table and writes ``benchmarks/results/throughput.{json,md}``. Timings: median ms/step over the timed
+Prints a table and writes ``benchmarks/results/throughput.{json,md}`` (``throughput_zoo.{json,md}`` with ``--zoo``). Timings: median ms/step over the timed
 steps (after warm-up), repeated ``--repeats`` times interleaved (plain, decoderlab, nanogpt, plain, ...) so that
 drift in machine load affects all alike; the ratio is plain / decoderlab ms per step (1.0 = no overhead).
 """
@@ -202,8 +202,9 @@ def write(rows: dict, a: argparse.Namespace) -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "throughput.md").write_text(text)
-    (RESULTS / "throughput.json").write_text(json.dumps({"args": vars(a), "rows": rows}, indent=2))
+    stem = "throughput_zoo" if a.zoo else "throughput"  # a default-only run never overwrites the zoo's table
+    (RESULTS / f"{stem}.md").write_text(text)
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"args": vars(a), "rows": rows}, indent=2))
     if not math.isfinite(rows["default"]["ratio_plain_over_decoderlab"]):
         sys.exit(1)
 
