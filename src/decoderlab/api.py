@@ -45,16 +45,22 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
 
-    from decoderlab.config import register_schema
+    from decoderlab.config import composition_problem, register_schema
+    from decoderlab.errors import ConfigError
     from decoderlab.plugins import load_plugins
 
     load_plugins()
     register_schema()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
-        full = hydra_compose("train", overrides=normalize_overrides(overrides), return_hydra_config=True)
-    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=conf_dir(), version_base=None):
+            full = hydra_compose("train", overrides=normalize_overrides(overrides), return_hydra_config=True)
+    except HydraException as e:  # a misspelled key, a value of the wrong type, a malformed override
+        raise ConfigError(composition_problem(e)) from None
+    finally:
+        GlobalHydra.instance().clear()
     cfg = OmegaConf.masked_copy(full, [k for k in full if k != "hydra"])
     OmegaConf.set_struct(cfg, True)
     hydra_cfg = OmegaConf.masked_copy(full, ["hydra"])

@@ -11,6 +11,7 @@ and checks each component config against its registry entry.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import re
 from collections.abc import Iterator
@@ -172,6 +173,33 @@ def group_options(group: str, conf: Path | list[Path]) -> list[str]:
     names = {p.stem for c in ([conf] if isinstance(conf, Path) else conf) for p in (c / group).glob("*.yaml")}
     registry = _registries().get(group)
     return sorted(names | set(registry.names() if registry is not None else ()))
+
+
+def composition_problem(e: BaseException) -> str:
+    """Hydra's composition error as one line naming the key: an unknown key with the closest valid ones (Hydra's
+    hint to add it with ``+`` would only be refused next, by :func:`validate`), a value of the wrong type with
+    what was expected; anything else, Hydra's own text on one line."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    cause = e.__cause__
+    key = getattr(cause, "full_key", None)
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
+        name, parent = str(cause.key), cause.parent_node
+        valid = [str(k) for k in parent.keys()] if isinstance(parent, DictConfig) else []
+        prefix = key[: len(key) - len(name)]
+        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+        if close:
+            hint = f"; did you mean {' or '.join(prefix + c for c in close)}?"
+        else:
+            hint = f"; valid keys: {', '.join(prefix + k for k in valid)}" if 0 < len(valid) <= 12 else ""
+        owner = getattr(cause, "object_type_str", None)
+        return f"{key}: unknown key{f' (not in {owner})' if owner else ''}{hint}"
+    if cause is not None and key and str(cause).strip():
+        return f"{key}: {str(cause).strip().splitlines()[0]}"
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if cause is not None and str(cause).strip():
+        text += f" ({str(cause).strip().splitlines()[0]})"
+    return text
 
 
 def extra_config_dirs(args: list[str], conf: Path | None = None) -> list[Path] | None:

@@ -27,7 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from decoderlab.config import safety_problems, validate
+from decoderlab.config import composition_problem, safety_problems, validate
 from decoderlab.errors import ConfigError, RefusedConfig
 from decoderlab.overrides import override_key, quote, sweep_axes, varying
 from decoderlab.plan import PLAN_ENV, PlanRow, plan_requested, plan_row, print_plan
@@ -125,13 +125,9 @@ def _compose(ctx: Any, config: DictConfig, spec: JobSpec, sweep_dir: Path) -> No
 
 
 def one_line_error(e: BaseException) -> str:
-    """Hydra's composition error on one line, with its cause: ``Could not override 'model.positional.base'
-    (Key 'base' not in 'LearnedConfig')`` (its hint to append with ``+`` is dropped)."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    cause = e.__cause__
-    if cause is not None and str(cause).strip():
-        text += f" ({str(cause).strip().splitlines()[0]})"
-    return text
+    """Hydra's composition error on one line (:func:`decoderlab.config.composition_problem`): ``model.positional.base:
+    unknown key (not in LearnedConfig); valid keys: ...``."""
+    return composition_problem(e)
 
 
 def child_command(spec: JobSpec, config: DictConfig) -> list[str]:
