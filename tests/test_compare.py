@@ -238,3 +238,33 @@ def test_a_diverged_run_is_failed_with_its_reason_and_never_ranked(tmp_path: Pat
     assert report["model/positional=rope"]["completed"] == "0" and report["model/positional=rope"]["failed"] == "1"
     assert next(iter(report)) == "model/positional=learned"  # ranked first: the only run that counts
     assert "## Failed runs" in files["markdown"].read_text()
+
+
+def test_unfinished_runs_are_listed_with_what_became_of_them(tmp_path: Path):
+    """Interrupted (signal and step of max_steps), no status.json, still running (lock held) or killed: each
+    listed under "Failed runs" with a reason, never ranked."""
+    from decoderlab import rundir
+
+    sw = tmp_path / "sw"
+    fake_run(sw / "0", "rope", 0, 2.0)
+    for n in (1, 2, 3, 4):
+        fake_run(sw / str(n), "rope", n, None, status="running")
+    cfg = yaml.safe_load((sw / "1" / "config.yaml").read_text())
+    (sw / "1" / "config.yaml").write_text(yaml.safe_dump({**cfg, "trainer": {"max_steps": 3000}}))
+    (sw / "1" / "status.json").write_text(json.dumps({"status": "interrupted", "signal": "SIGTERM", "step": 76}))
+    (sw / "2" / "status.json").unlink()
+    held = rundir.lock(sw / "3")
+    try:
+        files = build_report([sw], tmp_path / "out")
+    finally:
+        held.release()
+    md = files["markdown"].read_text()
+    failed = md.split("## Failed runs")[1]
+    assert f"`{sw / '1'}`: interrupted by SIGTERM at step 76 of 3000\n" in failed
+    assert f"`{sw / '2'}`: unknown: no readable status.json: not known to have finished\n" in failed
+    assert f"`{sw / '3'}`: still running (a live process holds its run directory)\n" in failed
+    assert f"`{sw / '4'}`: failed: stopped while running (killed?) and never finished" in failed
+    runs = {Path(r["dir"]).name: r for r in _csv(files["runs_csv"])}
+    assert [runs[n]["status"] for n in "01234"] == ["completed", "interrupted", "unknown", "running", "failed"]
+    assert _csv(files["csv"])[0]["completed"] == "1"  # only the completed run counts
+    assert "interrupted by SIGTERM at step 76 of 3000" in files["html"].read_text()

@@ -163,7 +163,7 @@ def write_markdown(path: Path, variants: list[Variant], keys: list[str], runs: l
     lines += ["| " + " | ".join(r[c].replace("|", "\\|") for c in cols) + " |" for r in table]
     failed = [r for r in runs if not r.ok]
     if failed:
-        lines += ["", "## Failed runs", ""] + [f"- `{r.dir}`: {r.status}: {r.reason}" for r in failed]
+        lines += ["", "## Failed runs", ""] + [f"- `{r.dir}`: {r.label}" for r in failed]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
