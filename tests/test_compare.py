@@ -261,7 +261,7 @@ def test_unfinished_runs_are_listed_with_what_became_of_them(tmp_path: Path):
     md = files["markdown"].read_text()
     failed = md.split("## Failed runs")[1]
     assert f"`{sw / '1'}`: interrupted by SIGTERM at step 76 of 3000\n" in failed
-    assert f"`{sw / '2'}`: unknown: no readable status.json: not known to have finished\n" in failed
+    assert f"`{sw / '2'}`: no readable status.json (outcome unknown)\n" in failed
     assert f"`{sw / '3'}`: still running (a live process holds its run directory)\n" in failed
     assert f"`{sw / '4'}`: failed: stopped while running (killed?) and never finished" in failed
     runs = {Path(r["dir"]).name: r for r in _csv(files["runs_csv"])}

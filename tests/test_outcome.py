@@ -48,7 +48,7 @@ def test_task_returns_the_objective(monkeypatch, tmp_path):
     ({"status": "failed", "error": "boom"}, {}, False, None, ("failed", "failed: boom")),
     ({"status": "running"}, {}, False, None, ("failed", "failed: stopped while running (killed?) and never finished")),
     ({"status": "running"}, {}, True, None, ("running", "still running (a live process holds its run directory)")),
-    (None, None, False, None, ("unknown", "unknown: no readable status.json: not known to have finished")),
+    (None, None, False, None, ("unknown", "no readable status.json (outcome unknown)")),
     (None, None, True, None, ("running", "still running (a live process holds its run directory)")),
     ({"status": "interrupted", "signal": "SIGTERM", "step": 76}, {}, False, None,
      ("interrupted", "interrupted by SIGTERM at step 76")),

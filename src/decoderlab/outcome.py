@@ -34,10 +34,10 @@ class Outcome:
     @property
     def label(self) -> str:
         """One line for a list of runs: ``failed: <error>``, ``interrupted by SIGTERM at step 76 of 3000``,
-        ``still running``, ``unknown: no status.json ...``."""
+        ``still running (...)``, ``no readable status.json (outcome unknown)``."""
         if self.ok:
             return "completed"
-        return self.reason if self.status in ("interrupted", "running") else f"{self.status}: {self.reason}"
+        return self.reason if self.status in ("interrupted", "running", "unknown") else f"{self.status}: {self.reason}"
 
 
 def summary_failure(summary: dict[str, Any]) -> str | None:
@@ -88,7 +88,7 @@ def judge(status: dict[str, Any] | None, summary: dict[str, Any] | None, live: b
     if launcher and launcher.get("status") in LAUNCHER_FAILED:
         return Outcome("failed", str(launcher.get("reason") or launcher["status"]))
     if not state:
-        return Outcome("unknown", "no readable status.json: not known to have finished")
+        return Outcome("unknown", "no readable status.json (outcome unknown)")
     if state == "failed":
         return Outcome("failed", str(status.get("error") or "failed"))
     if state == "running":
