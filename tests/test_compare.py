@@ -268,3 +268,33 @@ def test_unfinished_runs_are_listed_with_what_became_of_them(tmp_path: Path):
     assert [runs[n]["status"] for n in "01234"] == ["completed", "interrupted", "unknown", "running", "failed"]
     assert _csv(files["csv"])[0]["completed"] == "1"  # only the completed run counts
     assert "interrupted by SIGTERM at step 76 of 3000" in files["html"].read_text()
+
+
+def test_a_group_by_key_no_run_has_is_a_one_line_error_with_the_closest_keys(sweep: Path, tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([str(sweep), "--out", str(tmp_path / "o"), "--group-by", "choice/model/positionall"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--group-by 'choice/model/positionall' is a config key of no run; did you mean choice/model/positional" \
+        in " ".join(err.split()) and "Traceback" not in err and len(err.strip().splitlines()) <= 2
+    assert not (tmp_path / "o" / "report.md").exists()
+    main([str(sweep), "--out", str(tmp_path / "o"), "--group-by", "choice/model/positional, seed"])  # valid keys
+    variants = {r["variant"] for r in _csv(tmp_path / "o" / "report.csv")}
+    assert "model/positional=rope,seed=0" not in variants and "choice/model/positional=rope,seed=0" in variants
+
+
+@pytest.mark.parametrize("where", ["file", "proc", "under_a_file"])
+def test_an_out_that_cannot_be_a_folder_is_a_one_line_error_naming_it(sweep: Path, tmp_path: Path, capsys, where):
+    (tmp_path / "taken").write_text("x")
+    out = {"file": tmp_path / "taken", "proc": Path("/proc/decoderlab-x"), "under_a_file": tmp_path / "taken" / "r"}[where]
+    with pytest.raises(SystemExit) as e:
+        main([str(sweep), "--out", str(out)])
+    assert e.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error: ") and str(out) in err and "Traceback" not in err
+
+
+def test_the_console_title_keeps_the_min_max_note(sweep: Path, tmp_path: Path, capsys):
+    build_report([sweep], tmp_path / "out")
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "(mean ± 95% CI over 3+ seeds, [min–max] over 2)" in printed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,7 @@ def group(runs: list[Run], by: list[str] | None = None) -> tuple[list[Variant], 
     """
     keys = varying_keys(runs)
     if by:
+        check_group_by(runs, by, keys)
         labels = [",".join(f"{k}={r.config.get(k, '-')}" for k in by) for r in runs]
     else:
         labels = _override_labels(runs) or [
@@ -96,6 +98,19 @@ def group(runs: list[Run], by: list[str] | None = None) -> tuple[list[Variant], 
         if run.config and not v.values:
             v.values = {k: run.config.get(k) for k in keys}
     return list(variants.values()), (by or keys)
+
+
+def check_group_by(runs: list[Run], by: list[str], varying: list[str]) -> None:
+    """A ``--group-by`` key that no run has is a one-line error with the closest keys (it would pool every run
+    into one variant ``key=-``)."""
+    known = sorted({k for r in runs for k in r.config})
+    for key in by:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise UserError(f"--group-by {key!r} is a config key of no run; {hint}keys that vary: "
+                        f"{', '.join(display_keys(varying)) or '(none)'}")
 
 
 def display_keys(keys: list[str]) -> list[str]:
