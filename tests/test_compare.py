@@ -39,7 +39,7 @@ def fake_run(d: Path, positional: str, seed: int, bpb: float | None, status: str
         csv.writer(f).writerows(rows)
     if status == "completed":
         summary = {"val_loss": final * 0.7, "val_bpb": final, "tokens_per_s": 1000.0 + seed, "wall_seconds": 10.0,
-                   "train_seconds": 8.0, "steps": 100, "params": {"total": 5000, "non_embedding": 4000},
+                   "total_seconds": 12.0, "train_seconds": 8.0, "steps": 100, "params": {"total": 5000, "non_embedding": 4000},
                    "choices": {"model/positional": positional, "logger": "csv"}}
         (d / "summary.json").write_text(json.dumps(summary))
 
@@ -214,8 +214,13 @@ def test_train_and_total_time_columns_match_the_sweep_table(sweep: Path, tmp_pat
     files = build_report([sweep], tmp_path / "out")
     runs = {Path(r["dir"]).name: r for r in _csv(files["runs_csv"])}
     assert float(runs["0"]["total_seconds"]) == 42.5  # the launcher's start-to-exit time, as the sweep table
-    assert float(runs["1"]["total_seconds"]) == 10.0  # no launcher record: the run's own wall time
+    assert float(runs["1"]["total_seconds"]) == 12.0  # no launcher record: the start to exit the run recorded
     assert float(runs["0"]["train_seconds"]) == 8.0
+    summary = json.loads((sweep / "2" / "summary.json").read_text())
+    del summary["total_seconds"]  # a run from before total_seconds: its fit wall time is not its total time
+    (sweep / "2" / "summary.json").write_text(json.dumps(summary))
+    runs = {Path(r["dir"]).name: r for r in _csv(build_report([sweep], tmp_path / "again")["runs_csv"])}
+    assert runs["2"]["total_seconds"] == "" and float(runs["2"]["train_seconds"]) == 8.0
     md = files["markdown"].read_text()
     assert "| train s | total s |" in md and "wall s" not in md
 

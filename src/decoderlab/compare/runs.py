@@ -60,11 +60,11 @@ class Run:
 
     def metric(self, name: str) -> float | None:
         """A figure of the run summary (val_loss, val_bpb, train_loss, tokens_per_s, train_seconds,
-        params.<kind>) or ``total_seconds``: the launcher's start-to-exit time, else the summary's fit wall time."""
+        params.<kind>) or ``total_seconds``: the job's start to exit as the launcher timed it, else as the run
+        recorded it (summary.json ``total_seconds``); never the fit's wall time, which leaves start-up out."""
         if name == "total_seconds" and self.launcher_seconds is not None:
             return self.launcher_seconds
         node: Any = self.summary
-        name = "wall_seconds" if name == "total_seconds" else name
         for part in name.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         return float(node) if isinstance(node, (int, float)) and math.isfinite(node) else None

@@ -17,7 +17,7 @@ from decoderlab.overrides import override_key, variant_label, varying
 SEED_KEYS = ("seed",)
 # (column, run figure, digits) of the results table; each is a mean and its spread over the variant's seeds.
 # Times: "train s" is the time spent in training steps; "total s" the job's wall time from start to exit (the
-# sweep table's figure; for a run outside a sweep, the time from the start of fitting to its end).
+# sweep table's figure; for a run outside a sweep, or skipped on a re-run, the one it recorded in summary.json).
 METRICS = (("val loss", "val_loss", 4), ("val bits/byte", "val_bpb", 4), ("train loss", "train_loss", 4),
            ("tokens/s", "tokens_per_s", 0), ("train s", "train_seconds", 1), ("total s", "total_seconds", 1))
 RANKABLE = tuple(name for _, name, _ in METRICS)
