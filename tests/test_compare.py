@@ -39,7 +39,7 @@ def fake_run(d: Path, positional: str, seed: int, bpb: float | None, status: str
         csv.writer(f).writerows(rows)
     if status == "completed":
         summary = {"val_loss": final * 0.7, "val_bpb": final, "tokens_per_s": 1000.0 + seed, "wall_seconds": 10.0,
-                   "train_seconds": 8.0, "steps": 100, "params": {"total": 5000, "non_embedding": 4000},
+                   "total_seconds": 12.0, "train_seconds": 8.0, "steps": 100, "params": {"total": 5000, "non_embedding": 4000},
                    "choices": {"model/positional": positional, "logger": "csv"}}
         (d / "summary.json").write_text(json.dumps(summary))
 
@@ -214,8 +214,13 @@ def test_train_and_total_time_columns_match_the_sweep_table(sweep: Path, tmp_pat
     files = build_report([sweep], tmp_path / "out")
     runs = {Path(r["dir"]).name: r for r in _csv(files["runs_csv"])}
     assert float(runs["0"]["total_seconds"]) == 42.5  # the launcher's start-to-exit time, as the sweep table
-    assert float(runs["1"]["total_seconds"]) == 10.0  # no launcher record: the run's own wall time
+    assert float(runs["1"]["total_seconds"]) == 12.0  # no launcher record: the start to exit the run recorded
     assert float(runs["0"]["train_seconds"]) == 8.0
+    summary = json.loads((sweep / "2" / "summary.json").read_text())
+    del summary["total_seconds"]  # a run from before total_seconds: its fit wall time is not its total time
+    (sweep / "2" / "summary.json").write_text(json.dumps(summary))
+    runs = {Path(r["dir"]).name: r for r in _csv(build_report([sweep], tmp_path / "again")["runs_csv"])}
+    assert runs["2"]["total_seconds"] == "" and float(runs["2"]["train_seconds"]) == 8.0
     md = files["markdown"].read_text()
     assert "| train s | total s |" in md and "wall s" not in md
 
@@ -238,3 +243,63 @@ def test_a_diverged_run_is_failed_with_its_reason_and_never_ranked(tmp_path: Pat
     assert report["model/positional=rope"]["completed"] == "0" and report["model/positional=rope"]["failed"] == "1"
     assert next(iter(report)) == "model/positional=learned"  # ranked first: the only run that counts
     assert "## Failed runs" in files["markdown"].read_text()
+
+
+def test_unfinished_runs_are_listed_with_what_became_of_them(tmp_path: Path):
+    """Interrupted (signal and step of max_steps), no status.json, still running (lock held) or killed: each
+    listed under "Failed runs" with a reason, never ranked."""
+    from decoderlab import rundir
+
+    sw = tmp_path / "sw"
+    fake_run(sw / "0", "rope", 0, 2.0)
+    for n in (1, 2, 3, 4):
+        fake_run(sw / str(n), "rope", n, None, status="running")
+    cfg = yaml.safe_load((sw / "1" / "config.yaml").read_text())
+    (sw / "1" / "config.yaml").write_text(yaml.safe_dump({**cfg, "trainer": {"max_steps": 3000}}))
+    (sw / "1" / "status.json").write_text(json.dumps({"status": "interrupted", "signal": "SIGTERM", "step": 76}))
+    (sw / "2" / "status.json").unlink()
+    held = rundir.lock(sw / "3")
+    try:
+        files = build_report([sw], tmp_path / "out")
+    finally:
+        held.release()
+    md = files["markdown"].read_text()
+    failed = md.split("## Failed runs")[1]
+    assert f"`{sw / '1'}`: interrupted by SIGTERM at step 76 of 3000\n" in failed
+    assert f"`{sw / '2'}`: no readable status.json (outcome unknown)\n" in failed
+    assert f"`{sw / '3'}`: still running (a live process holds its run directory)\n" in failed
+    assert f"`{sw / '4'}`: failed: stopped while running (killed?) and never finished" in failed
+    runs = {Path(r["dir"]).name: r for r in _csv(files["runs_csv"])}
+    assert [runs[n]["status"] for n in "01234"] == ["completed", "interrupted", "unknown", "running", "failed"]
+    assert _csv(files["csv"])[0]["completed"] == "1"  # only the completed run counts
+    assert "interrupted by SIGTERM at step 76 of 3000" in files["html"].read_text()
+
+
+def test_a_group_by_key_no_run_has_is_a_one_line_error_with_the_closest_keys(sweep: Path, tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([str(sweep), "--out", str(tmp_path / "o"), "--group-by", "choice/model/positionall"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--group-by 'choice/model/positionall' is a config key of no run; did you mean choice/model/positional" \
+        in " ".join(err.split()) and "Traceback" not in err and len(err.strip().splitlines()) <= 2
+    assert not (tmp_path / "o" / "report.md").exists()
+    main([str(sweep), "--out", str(tmp_path / "o"), "--group-by", "choice/model/positional, seed"])  # valid keys
+    variants = {r["variant"] for r in _csv(tmp_path / "o" / "report.csv")}
+    assert "model/positional=rope,seed=0" not in variants and "choice/model/positional=rope,seed=0" in variants
+
+
+@pytest.mark.parametrize("where", ["file", "proc", "under_a_file"])
+def test_an_out_that_cannot_be_a_folder_is_a_one_line_error_naming_it(sweep: Path, tmp_path: Path, capsys, where):
+    (tmp_path / "taken").write_text("x")
+    out = {"file": tmp_path / "taken", "proc": Path("/proc/decoderlab-x"), "under_a_file": tmp_path / "taken" / "r"}[where]
+    with pytest.raises(SystemExit) as e:
+        main([str(sweep), "--out", str(out)])
+    assert e.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error: ") and str(out) in err and "Traceback" not in err
+
+
+def test_the_console_title_keeps_the_min_max_note(sweep: Path, tmp_path: Path, capsys):
+    build_report([sweep], tmp_path / "out")
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "(mean ± 95% CI over 3+ seeds, [min–max] over 2)" in printed

@@ -84,14 +84,18 @@ def test_tokenizers_differ_in_tokens_not_in_bytes(tmp_path):
 
 
 def fake_sweep(tmp_path: Path, positionals: list[str]) -> Path:
-    """Run directories as decoderlab-train leaves them (config.yaml, last.ckpt bound to the cached tokenizer)."""
+    """Run directories as decoderlab-train leaves them (config.yaml, last.ckpt bound to the cached tokenizer,
+    status.json completed, summary.json)."""
     data_cfg, data = text_data(tmp_path, "char")
     for i, pe in enumerate(positionals):
         run = tmp_path / "sweep" / str(i)
         model = tiny_model(data.tokenizer.vocab_size, 8, pe)
         write_checkpoint(run / "checkpoints" / "last.ckpt", model, data.tokenizer)
-        cfg = {"model": {"block_size": 8, "positional": {"name": pe}}, "data": data_cfg, "tokenizer": {"name": "char"}}
+        cfg = {"model": {"block_size": 8, "positional": {"name": pe}}, "data": data_cfg, "tokenizer": {"name": "char"},
+               "trainer": {"max_steps": 3000}}
         OmegaConf.save(OmegaConf.create(cfg), run / "config.yaml")
+        (run / "status.json").write_text(json.dumps({"status": "completed"}))
+        (run / "summary.json").write_text(json.dumps({"val_loss": 3.0, "val_bpb": 4.0}))
     return tmp_path / "sweep"
 
 
@@ -134,21 +138,83 @@ def test_trained_bpe_run_is_bound_to_its_tokenizer_and_evaluates(tmp_path, tiny_
     assert (run / "eval" / "extrapolation.png").is_file() and (run / "eval" / "extrapolation.md").is_file()
 
 
-def test_sweep_search_skips_failed_runs_and_set_aside_attempts(tmp_path: Path):
+def test_sweep_search_lists_every_run_but_set_aside_attempts(tmp_path: Path):
     from decoderlab.evaluate import find_runs
 
     def run(rel: str, status: str | None) -> Path:
         d = tmp_path / rel
         (d / "checkpoints").mkdir(parents=True)
         (d / "checkpoints" / "last.ckpt").write_bytes(b"")
+        (d / "config.yaml").write_text("seed: 0\n")
         if status:
             (d / "status.json").write_text(json.dumps({"status": status}))
         return d
 
-    ok, failed, old = run("0", "completed"), run("1", "failed"), run("2", None)
-    run("3", "interrupted")
+    dirs = [run("0", "completed"), run("1", "failed"), run("2", None), run("3", "interrupted")]
+    (tmp_path / "4").mkdir()
+    (tmp_path / "4" / "status.json").write_text('{"status": "failed", "error": "boom"}')  # failed: no checkpoint
     run(".attempts/0-1", "completed")
-    assert find_runs([str(tmp_path)]) == [ok, failed, old]  # a failed run is listed (as failed), never scored
+    assert [r.dir for r in find_runs([str(tmp_path)])] == [*dirs, tmp_path / "4"]  # listed, only "0" scored
+
+
+def _notes(rows) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        out.setdefault(Path(r.run).name, []).append(r.note)
+    return out
+
+
+def test_unfinished_runs_are_listed_never_scored(tmp_path):
+    """An interrupted run (it has last.ckpt), a live one and one without status.json: rows saying so, no figure,
+    as decoderlab-compare lists them (one rule: decoderlab.outcome)."""
+    from decoderlab import rundir
+
+    sweep = fake_sweep(tmp_path, ["rope", "rope", "rope", "rope"])
+    (sweep / "1" / "status.json").write_text(json.dumps({"status": "interrupted", "signal": "SIGTERM", "step": 76}))
+    (sweep / "1" / "summary.json").unlink()
+    (sweep / "2" / "status.json").write_text(json.dumps({"status": "running"}))
+    (sweep / "3" / "status.json").unlink()
+    held = rundir.lock(sweep / "2")
+    try:
+        rows = evaluate_runs([str(sweep)], [1, 2])
+        alone = evaluate_runs([str(sweep / "1")], [1, 2])  # named directly
+    finally:
+        held.release()
+    notes = _notes(rows)
+    assert notes["0"] == ["", ""]
+    assert notes["1"] == ["not scored: interrupted by SIGTERM at step 76 of 3000"] * 2
+    assert notes["2"] == ["not scored: still running (a live process holds its run directory)"] * 2
+    assert notes["3"] == ["not scored: no readable status.json (outcome unknown)"] * 2
+    assert all(r.loss is None and r.bpb is None for r in rows if Path(r.run).name != "0")
+    assert [(r.length, r.loss, r.note) for r in alone] == [(8, None, notes["1"][0]), (16, None, notes["1"][0])]
+
+
+def test_failed_runs_without_a_checkpoint_and_invalid_points_are_listed_as_failed(tmp_path, capsys):
+    from decoderlab.evaluate import main
+
+    sweep = fake_sweep(tmp_path, ["rope", "alibi"])
+    errp = sweep / "2"
+    errp.mkdir()  # failed before its first checkpoint (and before writing config.yaml)
+    (errp / "status.json").write_text(json.dumps({"status": "failed", "error": "DataError: corpus is empty"}))
+    (errp / ".hydra").mkdir()
+    (errp / ".hydra" / "overrides.yaml").write_text("- model/positional=t5\n")
+    jobs = [{"num": 3, "dir": str(sweep / "3"), "status": "failed", "overrides": ["model/positional=learned"],
+             "reason": "invalid configuration: Could not override 'model.positional.base'"}]
+    (sweep / "sweep_summary.json").write_text(json.dumps({"jobs": jobs}))
+    rows = evaluate_runs([str(sweep)], [1, 2])
+    notes = _notes(rows)
+    assert notes["0"] == notes["1"] == ["", ""]
+    assert notes["2"] == ["failed: DataError: corpus is empty"]  # no config: one row, no length
+    assert notes["3"] == ["failed: invalid configuration: Could not override 'model.positional.base'"]
+    assert {r.label for r in rows if Path(r.run).name in "23"} == {"model/positional=t5", "model/positional=learned"}
+    files = write_outputs(rows, tmp_path / "out")
+    table = list(csv.DictReader(open(files[0], encoding="utf-8")))
+    assert [(t["length"], t["multiple"], t["bpb"]) for t in table[4:]] == [("", "", "")] * 2
+    assert "| – | – | – | – | failed: DataError" in files[1].read_text()
+
+    main([str(errp), "--out", str(tmp_path / "direct")])  # named directly: reported, not a stop
+    assert "failed: DataError: corpus is empty" in (tmp_path / "direct" / "extrapolation.md").read_text()
+    assert "holds no finished run" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("status,summary,reason", [

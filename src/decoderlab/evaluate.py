@@ -8,8 +8,10 @@ Each run is evaluated on its own held-out split (its data config; the token cach
 tokenizer bound to the checkpoint). At length L the held-out ids are cut into consecutive windows of L tokens, so
 every held-out token is scored exactly once at every length: the rows of one run share targets and bytes, and a
 longer length only gives tokens more context. An encoding that cannot represent a length (learned positions past
-their table) gets an "n/a" row saying why. Writes ``extrapolation.csv``, ``extrapolation.md`` and
-``extrapolation.png`` (loss and bits-per-byte against length).
+their table) gets an "n/a" row saying why. Runs are found as ``decoderlab-compare`` finds them, and only a
+completed one is scored (:mod:`decoderlab.outcome`): a failed run's rows say ``failed: <reason>``, an interrupted,
+still running or unknown one's ``not scored: <what became of it>``. Writes ``extrapolation.csv``,
+``extrapolation.md`` and ``extrapolation.png`` (loss and bits-per-byte against length).
 """
 
 from __future__ import annotations
@@ -30,15 +32,17 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from decoderlab import rundir
 from decoderlab.checkpoint import load_decoder, read_checkpoint, require_same_tokenizer
+from decoderlab.compare.runs import Run, load
 from decoderlab.components.tokenizers import TOKENIZERS
 from decoderlab.data import CORPORA, prepare
 from decoderlab.data.module import ValWindows
 from decoderlab.errors import PositionRangeError, UserError, exit_on_user_error
 from decoderlab.model import Decoder
-from decoderlab.outcome import run_failure
+from decoderlab.overrides import varying
 from decoderlab.plugins import load_plugins
 from decoderlab.units import bits_per_byte
 
@@ -51,8 +55,8 @@ class Row:
     run: str
     label: str
     positional: str
-    block_size: int
-    length: int
+    block_size: int | None  # None: unknown (a run that is no result and has no config)
+    length: int | None
     loss: float | None = None
     bpb: float | None = None
     tokens: int = 0
@@ -60,8 +64,8 @@ class Row:
     note: str = ""
 
     @property
-    def multiple(self) -> float:
-        return self.length / self.block_size
+    def multiple(self) -> float | None:
+        return self.length / self.block_size if self.length and self.block_size else None
 
 
 @torch.no_grad()
@@ -113,38 +117,11 @@ def evaluate_model(model: Decoder, ids: np.ndarray, token_bytes: np.ndarray, len
     return rows
 
 
-def find_runs(paths: list[str]) -> list[Path]:
-    """Run directories (holding checkpoints/last.ckpt) given directly or found under sweep directories."""
-    runs: list[Path] = []
-    for p in map(Path, paths):
-        if rundir.last_checkpoint(p).is_file():
-            runs.append(p)
-            continue
-        if not p.is_dir():
-            raise UserError(f"no such run directory: {p}")
-        found = sorted({c.parent.parent for c in p.glob("**/checkpoints/last.ckpt") if _finished(p, c)}, key=_natural)
-        if not found:
-            raise UserError(f"{p} holds no finished run (no */checkpoints/last.ckpt)")
-        runs += found
-    return runs
-
-
-def _finished(root: Path, ckpt: Path) -> bool:
-    """A finished run's checkpoint (completed, or failed: listed as failed), not one of a set-aside attempt
-    (``.attempts/``) or of a run still running or interrupted."""
-    if any(part.startswith(".") for part in ckpt.relative_to(root).parts):
-        return False
-    status = rundir.read_status(ckpt.parent.parent)
-    return status is None or status.get("status") in ("completed", "failed")  # None: from before status.json
-
-
-def failure(run: Path) -> str | None:
-    """Why ``run`` is failed (its status, or a non-finite val loss/bpb in its summary), or None."""
-    return run_failure(rundir.read_status(run), rundir.read_json(run / rundir.SUMMARY_FILE) or {})
-
-
-def _natural(p: Path) -> tuple:
-    return tuple(int(s) if s.isdigit() else s for s in p.parts)
+def find_runs(paths: list[str]) -> list[Run]:
+    """The runs under ``paths`` (run directories, or sweep directories searched for them), as
+    ``decoderlab-compare`` finds them: failed, interrupted and still running ones included, with what became of
+    each (:func:`decoderlab.outcome.judge`), and a sweep's points that never got a directory (invalid)."""
+    return load([Path(p) for p in paths])
 
 
 def held_out(run: Path, cfg: Any, tokenizer: Any) -> np.ndarray:
@@ -165,6 +142,15 @@ def run_labels(runs: list[Path], cfgs: list[Any]) -> list[str]:
     return [",".join(f"{k.removesuffix('.name').split('.')[-1]}={f.get(k)}" for k in names[:3]) for f in flat]
 
 
+def _labels(runs: list[Run], cfgs: list[Any]) -> list[str]:
+    """:func:`run_labels` of the runs with a config; a run without one (an invalid sweep point, a run that failed
+    before writing it) is named by its overrides that differ from the others', else by its directory."""
+    have = [i for i, c in enumerate(cfgs) if c is not None]
+    labels = dict(zip(have, run_labels([runs[i].dir for i in have], [cfgs[i] for i in have])))
+    differing = varying([r.overrides or [] for r in runs])
+    return [labels[i] if i in labels else ",".join(differing[i]) or r.dir.name for i, r in enumerate(runs)]
+
+
 def _flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if isinstance(node, dict):
         return [kv for k, v in node.items() for kv in _flatten(v, f"{prefix}.{k}" if prefix else str(k))]
@@ -173,27 +159,48 @@ def _flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 def evaluate_runs(paths: list[str], lengths: list[int], absolute: bool = False, max_tokens: int | None = None,
                   batch_tokens: int = 8192) -> list[Row]:
-    """Rows for every run under ``paths`` at every length (multiples of each run's block_size unless absolute)."""
+    """Rows for every run under ``paths`` at every length (multiples of each run's block_size unless absolute).
+    A run that is no result (failed, diverged, interrupted, still running: :func:`decoderlab.outcome.judge`, as in
+    decoderlab-compare) gets rows saying so, never scores."""
     runs = find_runs(paths)
-    cfgs = [_load_config(r) for r in runs]
+    cfgs = [_load_config(r.dir) if r.ok else _try_config(r.dir) for r in runs]
     rows = []
-    for run, cfg, label in zip(runs, cfgs, run_labels(runs, cfgs)):
-        pe = str(OmegaConf.select(cfg, "model.positional.name", default="?"))
-        if why := failure(run):  # failed or diverged: listed with its reason, never scored or ranked
-            block = int(OmegaConf.select(cfg, "model.block_size", default=1) or 1)
-            rows += [Row(run=str(run), label=label, positional=pe, block_size=block, length=n,
-                         note=f"failed: {why}") for n in (lengths if absolute else [m * block for m in lengths])]
+    for run, cfg, label in zip(runs, cfgs, _labels(runs, cfgs)):
+        pe = str(OmegaConf.select(cfg, "model.positional.name", default="?")) if cfg is not None else "?"
+        ckpt_path = rundir.last_checkpoint(run.dir)
+        why = unscored(run) or ("" if ckpt_path.is_file() else f"not scored: no {ckpt_path}")
+        if why:  # listed with its reason, never scored or ranked
+            block = OmegaConf.select(cfg, "model.block_size", default=None) if cfg is not None else None
+            block = int(block) if isinstance(block, int) and block > 0 else None
+            base = Row(run=str(run.dir), label=label, positional=pe, block_size=block, length=None, note=why)
+            ls = lengths if absolute else [m * block for m in lengths] if block else [None]
+            rows += [Row(**{**asdict(base), "length": n}) for n in ls]
             continue
-        ckpt_path = rundir.last_checkpoint(run)
         model, tokenizer = load_decoder(read_checkpoint(ckpt_path), str(ckpt_path))
-        ids = held_out(run, cfg, tokenizer)
+        ids = held_out(run.dir, cfg, tokenizer)
         if max_tokens:
             ids = ids[: max_tokens + 1]
         block = int(model.cfg.block_size)
-        base = Row(run=str(run), label=label, positional=pe, block_size=block, length=block)
+        base = Row(run=str(run.dir), label=label, positional=pe, block_size=block, length=block)
         ls = lengths if absolute else [m * block for m in lengths]
         rows += evaluate_model(model, ids, tokenizer.token_bytes(), ls, base, batch_tokens)
     return rows
+
+
+def unscored(run: Run) -> str:
+    """Why ``run`` is not scored, as its rows say it (``failed: <reason>``, ``not scored: interrupted by SIGTERM
+    at step 76 of 3000``, ``not scored: still running (...)``); empty for a completed run."""
+    if run.ok:
+        return ""
+    return run.label if run.status == "failed" else f"not scored: {run.label}"
+
+
+def _try_config(run: Path) -> Any:
+    """The run's config, or None when it has none (or an unreadable one): a run that is no result may lack it."""
+    try:
+        return _load_config(run)
+    except UserError:
+        return None
 
 
 def _load_config(run: Path) -> Any:
@@ -210,21 +217,26 @@ def _fmt(v: float | None) -> str:
     return "" if v is None else f"{v:.4f}"
 
 
+def _g(v: float | None) -> str:
+    """A length, block size or multiple; empty when unknown."""
+    return "" if v is None else str(v) if isinstance(v, int) else f"{v:g}"
+
+
 def write_csv(rows: list[Row], path: Path) -> None:
     cols = ["label", "positional", "block_size", "length", "multiple", "loss", "bpb", "tokens", "bytes", "note", "run"]
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(cols)
         for r in rows:
-            w.writerow([r.label, r.positional, r.block_size, r.length, f"{r.multiple:g}", _fmt(r.loss), _fmt(r.bpb),
+            w.writerow([r.label, r.positional, _g(r.block_size), _g(r.length), _g(r.multiple), _fmt(r.loss), _fmt(r.bpb),
                         r.tokens, r.bytes, r.note, r.run])
 
 
 def markdown(rows: list[Row]) -> str:
     lines = ["| run | length | × block | loss | bits/byte | note |", "|---|---:|---:|---:|---:|---|"]
     for r in rows:
-        lines.append(f"| {r.label} | {r.length} | {r.multiple:g} | {_fmt(r.loss) or '–'} | {_fmt(r.bpb) or '–'} "
-                     f"| {r.note.replace('|', '/')} |")
+        lines.append(f"| {r.label} | {_g(r.length) or '–'} | {_g(r.multiple) or '–'} | {_fmt(r.loss) or '–'} "
+                     f"| {_fmt(r.bpb) or '–'} | {r.note.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -246,15 +258,16 @@ def plot(rows: list[Row], path: Path) -> None:
             ax.plot([r.length for r in ok], [getattr(r, key) for r in ok], marker="o", label=name)
     for ax, title in zip(axes, ("validation loss (nats/token)", "bits per byte")):
         ax.set_xscale("log", base=2)
-        ticks = sorted({r.length for r in rows})
+        ticks = sorted({r.length for r in rows if r.length})
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.minorticks_off()
         ax.set_xlabel("context length (tokens)")
         ax.set_title(title)
-        for block in sorted({r.block_size for r in rows}):
+        for block in sorted({r.block_size for r in rows if r.block_size}):
             ax.axvline(block, color="grey", linestyle="--", linewidth=0.8)
         ax.grid(True, alpha=0.3)
-    axes[1].legend(fontsize=8)
+    if axes[1].get_legend_handles_labels()[0]:  # no run scored: no legend (matplotlib would warn)
+        axes[1].legend(fontsize=8)
     fig.suptitle("length extrapolation (dashed: training block_size)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -293,7 +306,8 @@ def print_table(rows: list[Row]) -> None:
     for col in ("run", "length", "× block", "loss", "bits/byte", "note"):
         t.add_column(col, justify="right" if col in ("length", "× block", "loss", "bits/byte") else "left")
     for r in rows:
-        t.add_row(r.label, str(r.length), f"{r.multiple:g}", _fmt(r.loss) or "–", _fmt(r.bpb) or "–", r.note)
+        t.add_row(Text(r.label), _g(r.length) or "–", _g(r.multiple) or "–", _fmt(r.loss) or "–", _fmt(r.bpb) or "–",
+                  Text(r.note))
     Console().print(t)
 
 

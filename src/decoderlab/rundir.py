@@ -77,6 +77,41 @@ def lock(run_dir: str | Path) -> Any:
     return held
 
 
+def locked(run_dir: str | Path) -> bool:
+    """Whether a live process holds ``run_dir``'s lock (see :func:`lock`), probed without taking it for longer
+    than the probe and without creating the lock file; a killed run's lock is free (the OS released it)."""
+    path = Path(run_dir) / LOCK_FILE
+    if not path.is_file():
+        return False
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): filelock's own probe
+        from filelock import FileLock, Timeout
+
+        probe = FileLock(path, timeout=0)
+        try:
+            probe.acquire()
+        except Timeout:
+            return True
+        except OSError:
+            return False
+        probe.release()
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # conflicts with the live run's exclusive flock
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing releases the probe's shared lock
+    return False
+
+
 def ended(run_dir: str | Path) -> str | None:
     """The status of a run that ended in ``run_dir`` (completed, failed or interrupted), else None."""
     status = (read_status(run_dir) or {}).get("status")
@@ -136,6 +171,16 @@ def read_json(path: str | Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document in ``path``, or None when it is missing or unreadable."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

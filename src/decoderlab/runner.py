@@ -7,11 +7,13 @@ Lightning (``import lightning`` costs ~3.6 s) is imported only when a run trains
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from decoderlab import resume, rundir
@@ -27,6 +29,34 @@ from decoderlab.sizing import build_model_config, ffn_hidden
 from decoderlab.vocab import maybe_init_from
 
 log = logging.getLogger("decoderlab")
+_IMPORTED = time.time()
+_OWN_PROCESS: list[bool] = []  # decoderlab-train's main: this process is one run (see run_started)
+
+
+def own_process() -> None:
+    """Called by ``decoderlab-train``'s main: a run in this process (unless a multirun) is the whole process."""
+    _OWN_PROCESS[:] = [True]
+
+
+def process_started() -> float:
+    """This process's start (epoch seconds; psutil, which wandb brings; else when this module was imported)."""
+    try:
+        import psutil
+
+        return float(psutil.Process().create_time())
+    except Exception:  # noqa: BLE001 - no psutil, or no process table: the next best start
+        return _IMPORTED
+
+
+def run_started() -> float:
+    """Where a run's ``total_seconds`` starts: its process's start when the process is this one run
+    (``decoderlab-train``, each job of the decoderlab launcher: the launcher's start-to-exit), else now (the Python
+    API, Hydra's in-process launchers: jobs that share a process)."""
+    try:
+        single = HydraConfig.get().mode == RunMode.RUN
+    except ValueError:
+        single = False
+    return process_started() if _OWN_PROCESS and single else time.time()
 
 
 def slot_choices() -> dict[str, str]:
@@ -114,6 +144,7 @@ def run(cfg: DictConfig, out: Path, fingerprint: str | None = None, catcher: Any
     ``status.json``: a re-run skips a job whose status is "completed" with the same fingerprint. ``catcher``
     (:class:`decoderlab.preempt.SignalCatcher`) turns a preemption signal during training into a checkpoint.
     """
+    started = run_started()
     validate(cfg)
     problems = device_problems(cfg.trainer, cfg.model)
     if problems:
@@ -150,7 +181,8 @@ def run(cfg: DictConfig, out: Path, fingerprint: str | None = None, catcher: Any
         return result.get("val_loss")
     summary = {"params": counts, **result, "run_dir": str(out), "choices": slot_choices(),
                "ffn_hidden": ffn_hidden(model), "tokenizer": tokenizer_summary(data),
-               "data": {k: data.meta.get(k) for k in ("holdout", "n_docs", "skipped_records")}}
+               "data": {k: data.meta.get(k) for k in ("holdout", "n_docs", "skipped_records")},
+               "total_seconds": round(time.time() - started, 2)}  # the job's start to (just before) its exit
     rundir.write_json(out / rundir.SUMMARY_FILE, summary)
     rundir.write_status(out, "completed", fingerprint=fp)
     print_summary(summary)

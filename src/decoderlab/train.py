@@ -33,7 +33,7 @@ from decoderlab.overrides import defer_to_jobs
 from decoderlab.plan import PLAN_ENV, plan_requested, plan_row, print_plan
 from decoderlab.plugins import load_plugins
 from decoderlab.preempt import Preempted, SignalCatcher
-from decoderlab.runner import run
+from decoderlab.runner import own_process, run
 from decoderlab.sweep import results
 from decoderlab.wandb_names import OVERRIDES_ENV
 
@@ -207,6 +207,7 @@ def _store_checked_launchers() -> None:
 
 def main() -> None:
     """Console entry point ``decoderlab-train``."""
+    own_process()  # a single run's total_seconds counts from this process's start
     with exit_on_user_error():
         sys.argv[1:] = _cli_args(sys.argv[1:])
         _prepare_process()

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from decoderlab.errors import exit_on_user_error
+from decoderlab.errors import UserError, exit_on_user_error
 
 log = logging.getLogger("decoderlab.compare")
 
@@ -52,20 +53,36 @@ def build_report(paths: list[Path], out: Path, group_by: list[str] | None = None
     variants, keys = group(runs, group_by)
     variants = ranked(variants, metric)
     labels = {id(r): v.label for v in variants for r in v.runs}
-    out.mkdir(parents=True, exist_ok=True)
+    make_out(out)
     files = {"markdown": out / "report.md", "csv": out / "report.csv", "runs_csv": out / "runs.csv",
              "html": out / "report.html"}
-    write_markdown(files["markdown"], variants, keys, runs, metric)
-    write_csv(files["csv"], variants, keys)
-    write_runs_csv(files["runs_csv"], runs, labels)
-    plots = write_plots(out, variants, metric)
-    write_html(files["html"], variants, keys, runs, plots, [str(p) for p in paths], labels, metric)
+    try:
+        write_markdown(files["markdown"], variants, keys, runs, metric)
+        write_csv(files["csv"], variants, keys)
+        write_runs_csv(files["runs_csv"], runs, labels)
+        plots = write_plots(out, variants, metric)
+        write_html(files["html"], variants, keys, runs, plots, [str(p) for p in paths], labels, metric)
+    except OSError as e:  # a full disk, a folder made read-only meanwhile
+        raise UserError(f"cannot write the report into {out}: {e.strerror or e}") from None
     files.update({p.stem: p for p in plots})
     _print(variants, keys, runs, metric)
     return files
 
 
+def make_out(out: Path) -> None:
+    """Create the output folder, or a one-line error naming it (a file, a read-only or impossible place)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the report folder --out {out}: {e.strerror or e}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write the report into --out {out}: permission denied")
+
+
 def _print(variants: list, keys: list[str], runs: list, metric: str) -> None:
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
@@ -73,9 +90,10 @@ def _print(variants: list, keys: list[str], runs: list, metric: str) -> None:
     from decoderlab.report import make_console
 
     table = rows(variants, metric)
-    t = Table(title=f"{len(runs)} runs, {len(variants)} variants, {ranked_by(metric)} (mean ± 95% CI over 3+ seeds, "
-              "[min–max] over 2)", title_justify="left",
-              caption=f"varying: {', '.join(display_keys(keys)) or '(none)'}", caption_justify="left")
+    title = f"{len(runs)} runs, {len(variants)} variants, {ranked_by(metric)} (mean ± 95% CI over 3+ seeds, " \
+            "[min–max] over 2)"
+    t = Table(title=escape(title), title_justify="left",  # escaped: rich would take "[min–max]" for markup
+              caption=escape(f"varying: {', '.join(display_keys(keys)) or '(none)'}"), caption_justify="left")
     for col in (table[0] if table else {}):
         t.add_column(col, overflow="fold")
     for r in table:
@@ -103,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = args.out or default_out(args.paths)
     with exit_on_user_error(2):
-        files = build_report(args.paths, out, args.group_by.split(",") if args.group_by else None, args.metric)
+        group_by = [k.strip() for k in (args.group_by or "").split(",") if k.strip()] or None
+        files = build_report(args.paths, out, group_by, args.metric)
     log.info("report: %s", files["html"])
     for kind, path in files.items():
         log.info("  %-16s %s", kind, path)

@@ -95,8 +95,8 @@ def write_html(path: Path, variants: list[Variant], keys: list[str], runs: list[
     ]
     if failed:
         parts += [f'<h2 id="failed">Failed runs ({len(failed)})</h2><ul>']
-        parts += [f"<li><code>{_e(r.dir)}</code>: <span class=\"status-failed\">{_e(r.status)}</span> "
-                  f"{_e(r.reason)}</li>" for r in failed]
+        parts += [f"<li><code>{_e(r.dir)}</code>: <span class=\"status-failed\">{_e(r.label)}</span></li>"
+                  for r in failed]
         parts += ["</ul>"]
     parts += ["<h2>All runs</h2>", _runs(runs, labels), "</body></html>"]
     path.write_text("\n".join(parts), encoding="utf-8")

@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
+from decoderlab import rundir
 from decoderlab.errors import UserError
-from decoderlab.outcome import summary_failure
+from decoderlab.outcome import Outcome, judge
 
 MARKERS = ("status.json", "config.yaml", ".hydra/overrides.yaml")
 SWEEP_SUMMARY = "sweep_summary.json"
@@ -40,7 +41,7 @@ class Curve:
 @dataclass
 class Run:
     dir: Path
-    status: str  # completed | failed | running (killed without a word) | unknown
+    status: str  # completed | failed | interrupted | running (live) | unknown: decoderlab.outcome.judge
     reason: str = ""
     config: dict[str, Any] = field(default_factory=dict)  # flat dotted keys + choice/<group>
     overrides: list[str] | None = None
@@ -52,13 +53,18 @@ class Run:
     def ok(self) -> bool:
         return self.status == "completed"
 
+    @property
+    def label(self) -> str:
+        """What became of the run, in one line (``interrupted by SIGTERM at step 76 of 3000``)."""
+        return Outcome(self.status, self.reason).label
+
     def metric(self, name: str) -> float | None:
         """A figure of the run summary (val_loss, val_bpb, train_loss, tokens_per_s, train_seconds,
-        params.<kind>) or ``total_seconds``: the launcher's start-to-exit time, else the summary's fit wall time."""
+        params.<kind>) or ``total_seconds``: the job's start to exit as the launcher timed it, else as the run
+        recorded it (summary.json ``total_seconds``); never the fit's wall time, which leaves start-up out."""
         if name == "total_seconds" and self.launcher_seconds is not None:
             return self.launcher_seconds
         node: Any = self.summary
-        name = "wall_seconds" if name == "total_seconds" else name
         for part in name.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         return float(node) if isinstance(node, (int, float)) and math.isfinite(node) else None
@@ -145,26 +151,21 @@ def choices_of(run_dir: Path, summary: dict[str, Any]) -> dict[str, str]:
 
 
 def load_run(run_dir: Path, launcher: dict[str, Any] | None = None) -> Run:
-    """Everything the report needs from one run directory (``launcher``: its sweep_summary.json entry)."""
+    """Everything the report needs from one run directory (``launcher``: its sweep_summary.json entry); whether
+    it counts is :func:`decoderlab.outcome.judge`'s rule, the one decoderlab-eval follows."""
     status = _read_json(run_dir / "status.json")
     summary = _read_json(run_dir / "summary.json")
     cfg = _read_yaml(run_dir / "config.yaml")
     if cfg is None:
         cfg = _read_yaml(run_dir / ".hydra" / "config.yaml")
     overrides = _read_yaml(run_dir / ".hydra" / "overrides.yaml")
-    run = Run(run_dir, str(status.get("status", "unknown")), config=flatten(cfg if isinstance(cfg, dict) else {}),
+    cfg = cfg if isinstance(cfg, dict) else {}
+    trainer = cfg.get("trainer") if isinstance(cfg.get("trainer"), dict) else {}
+    outcome = judge(status, summary, rundir.locked(run_dir),
+                    trainer.get("max_steps"), launcher)
+    run = Run(run_dir, outcome.status, outcome.reason, config=flatten(cfg),
               overrides=[str(o) for o in overrides] if isinstance(overrides, list) else None, summary=summary)
     run.config.update(choices_of(run_dir, summary))
-    if launcher and launcher.get("status") in ("failed", "not run"):
-        run.status, run.reason = "failed", str(launcher.get("reason", ""))
-    elif run.status == "failed":
-        run.reason = str(status.get("error", ""))
-    elif run.status == "running":
-        run.status, run.reason = "failed", "stopped while running (killed?) and never finished"
-    elif run.status == "completed" and not summary:
-        run.status, run.reason = "failed", "completed status but no summary.json"
-    elif run.status == "completed" and (why := summary_failure(summary)):
-        run.status, run.reason = "failed", why  # a NaN val loss is failed, never ranked first
     run.curve = load_curve(run_dir, summary)
     if launcher and isinstance(launcher.get("seconds"), (int, float)) and launcher["seconds"] > 0:
         run.launcher_seconds = float(launcher["seconds"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from decoderlab.overrides import override_key, variant_label, varying
 SEED_KEYS = ("seed",)
 # (column, run figure, digits) of the results table; each is a mean and its spread over the variant's seeds.
 # Times: "train s" is the time spent in training steps; "total s" the job's wall time from start to exit (the
-# sweep table's figure; for a run outside a sweep, the time from the start of fitting to its end).
+# sweep table's figure; for a run outside a sweep, or skipped on a re-run, the one it recorded in summary.json).
 METRICS = (("val loss", "val_loss", 4), ("val bits/byte", "val_bpb", 4), ("train loss", "train_loss", 4),
            ("tokens/s", "tokens_per_s", 0), ("train s", "train_seconds", 1), ("total s", "total_seconds", 1))
 RANKABLE = tuple(name for _, name, _ in METRICS)
@@ -82,6 +83,7 @@ def group(runs: list[Run], by: list[str] | None = None) -> tuple[list[Variant], 
     """
     keys = varying_keys(runs)
     if by:
+        check_group_by(runs, by, keys)
         labels = [",".join(f"{k}={r.config.get(k, '-')}" for k in by) for r in runs]
     else:
         labels = _override_labels(runs) or [
@@ -96,6 +98,19 @@ def group(runs: list[Run], by: list[str] | None = None) -> tuple[list[Variant], 
         if run.config and not v.values:
             v.values = {k: run.config.get(k) for k in keys}
     return list(variants.values()), (by or keys)
+
+
+def check_group_by(runs: list[Run], by: list[str], varying: list[str]) -> None:
+    """A ``--group-by`` key that no run has is a one-line error with the closest keys (it would pool every run
+    into one variant ``key=-``)."""
+    known = sorted({k for r in runs for k in r.config})
+    for key in by:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise UserError(f"--group-by {key!r} is a config key of no run; {hint}keys that vary: "
+                        f"{', '.join(display_keys(varying)) or '(none)'}")
 
 
 def display_keys(keys: list[str]) -> list[str]:
@@ -163,7 +178,7 @@ def write_markdown(path: Path, variants: list[Variant], keys: list[str], runs: l
     lines += ["| " + " | ".join(r[c].replace("|", "\\|") for c in cols) + " |" for r in table]
     failed = [r for r in runs if not r.ok]
     if failed:
-        lines += ["", "## Failed runs", ""] + [f"- `{r.dir}`: {r.status}: {r.reason}" for r in failed]
+        lines += ["", "## Failed runs", ""] + [f"- `{r.dir}`: {r.label}" for r in failed]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -39,7 +39,9 @@ class JobResult:
     status: str = "not run"
     reason: str = ""
     returncode: int | None = None
-    seconds: float = 0.0  # the job's wall time from start to exit ("total s", as decoderlab-compare's column)
+    # The job's wall time from start to exit ("total s", as decoderlab-compare's column); a job skipped on a
+    # re-run keeps the figure its run recorded (summary.json total_seconds); None: unknown.
+    seconds: float | None = 0.0
     train_seconds: float | None = None  # time in training steps ("train s")
     val_loss: float | None = None
     val_bpb: float | None = None
@@ -72,11 +74,16 @@ def _signame(num: int) -> str:
 
 
 def collect(result: JobResult, rc: int | None, seconds: float, tail: list[str]) -> JobResult:
-    """Fill ``result`` from the exit code and the files the job left (status.json, summary.json)."""
+    """Fill ``result`` from the exit code and the files the job left (status.json, summary.json). ``seconds``:
+    the job's start to exit as the launcher timed it; 0 when it did not run now (skipped as finished): then the
+    figure its run recorded of its own start to exit, ``total_seconds`` in summary.json (None when absent)."""
     job_dir = Path(result.dir)
     status = read_status(job_dir) or {}
     summary = read_json(job_dir / "summary.json") or {}
-    result.returncode, result.seconds, result.log_tail = rc, round(seconds, 2), tail[-20:]
+    recorded = summary.get("total_seconds")
+    result.seconds = round(seconds, 2) if seconds > 0 else \
+        float(recorded) if isinstance(recorded, (int, float)) and recorded > 0 else None
+    result.returncode, result.log_tail = rc, tail[-20:]
     result.val_loss, result.val_bpb = summary.get("val_loss"), summary.get("val_bpb")
     result.train_seconds = summary.get("train_seconds")
     if rc == 0 and status.get("status") == "completed":
@@ -171,5 +178,6 @@ def print_summary(sweep_dir: str, results: list[JobResult], console: Any = None)
     for r in results:
         t.add_row(str(r.num), Text(",".join(r.varying) or "(no varying keys)"),
                   Text(r.status, style=style.get(r.status, "")), _fmt(r.val_loss), _fmt(r.val_bpb),
-                  "-" if r.train_seconds is None else f"{r.train_seconds:.1f}", f"{r.seconds:.1f}", Text(r.reason))
+                  "-" if r.train_seconds is None else f"{r.train_seconds:.1f}",
+                  "-" if r.seconds is None else f"{r.seconds:.1f}", Text(r.reason))
     out.print(t)
