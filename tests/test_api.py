@@ -136,3 +136,26 @@ def test_the_gpu_recipe_trains_end_to_end(tmp_path: Path, pe: str) -> None:
         want = cpu_model(ids)
         got = cpu_model.to("cuda")(ids.cuda()).cpu()
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_train_claims_its_directory_as_the_command_line_does(trained: decoderlab.Run, tmp_path: Path) -> None:
+    import re
+
+    from decoderlab.api import default_run_dir
+
+    run = trained.run_dir
+    assert (run / "train.log").is_file() and "model:" in (run / "train.log").read_text() and (run / ".lock").exists()
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match=f"run directory {re.escape(str(run))} already holds a completed run"):
+        decoderlab.train([*TINY, "model.d_model=32"], run_dir=run)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    a, b = default_run_dir(), default_run_dir()  # the command line's naming, fresh for each run of a process
+    assert a != b and re.fullmatch(r"outputs/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d-\d{3}-[0-9a-f]{6}", a.as_posix())
+
+
+def test_an_api_run_resumes_with_the_command_line(trained: decoderlab.Run) -> None:
+    exe = str(Path(sys.executable).parent / "decoderlab-train")
+    out = subprocess.run([exe, "--resume", str(trained.run_dir), "trainer.max_steps=8"], capture_output=True,
+                         text=True, env=dict(os.environ, PYTHONPATH=SRC), cwd=trained.run_dir.parent)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert torch.load(trained.run_dir / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 8

@@ -138,3 +138,84 @@ def test_signal_catcher_stops_at_once_or_defers_and_passes_the_signal_on():
         assert signal.getsignal(signal.SIGTERM) is not catcher._handle
     finally:
         signal.signal(signal.SIGUSR1, old)
+
+
+def _files(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_a_refused_run_leaves_the_directory_as_it_was_and_its_resume_works(tmp_path: Path):
+    from decoderlab import rundir
+
+    run = tmp_path / "run"
+    assert run_cli(["decoderlab-train", *TINY, "logger=csv", f"hydra.run.dir={run}"], cwd=tmp_path).returncode == 0
+    before = _files(run)
+    out = run_cli(["decoderlab-train", *TINY, "logger=csv", "model.d_model=32", f"hydra.run.dir={run}"], cwd=tmp_path)
+    assert out.returncode == 1 and "already holds a completed run" in _err(out) and "Traceback" not in _err(out)
+    assert _files(run) == before  # .hydra/ and train.log included: Hydra wrote nothing
+    held = rundir.lock(run)  # a live run (this process) holds the directory
+    try:
+        out = run_cli(["decoderlab-train", "--resume", str(run), "trainer.max_steps=8"], cwd=tmp_path)
+        assert out.returncode == 1 and "in use by another live run" in _err(out)
+        assert _files(run) == before
+    finally:
+        held.release()
+    out = run_cli(["decoderlab-train", "--resume", str(run), "trainer.max_steps=8"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _train_steps(run) == list(range(8)) and _status(run)["status"] == "completed"
+
+
+def test_a_refused_resume_keeps_the_interrupted_status_and_writes_nothing(tmp_path: Path):
+    run = tmp_path / "run"
+    assert run_cli(["decoderlab-train", *TINY, "logger=csv", f"hydra.run.dir={run}"], cwd=tmp_path).returncode == 0
+    status = {**_status(run), "status": "interrupted", "step": 6, "signal": "SIGUSR1"}  # as a preempted run's
+    (run / "status.json").write_text(json.dumps(status))
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("batch_size: 4", "batch_size: 5"))  # today's config differs
+    before = _files(run)
+    out = run_cli(["decoderlab-train", "--resume", str(run), "trainer.max_steps=8"], cwd=tmp_path)
+    assert out.returncode == 1 and "loader.batch_size: 5 -> 4" in _err(out), out.stderr[-2000:]
+    assert _files(run) == before  # status.json still says interrupted at step 6; .hydra/ untouched
+    config.write_text(config.read_text().replace("batch_size: 5", "batch_size: 4"))
+    out = run_cli(["decoderlab-train", "--resume", str(run), "trainer.max_steps=8"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _status(run)["status"] == "completed" and _train_steps(run) == list(range(8))
+
+
+# A test-only plugin: a norm whose config check (run while the config is validated, before training starts) sends
+# this process SIGUSR1 once.
+SIGNAL_PLUGIN = '''
+import os, signal
+from dataclasses import dataclass
+from decoderlab.components.norms import NORM, LayerNormConfig, layernorm
+
+@dataclass
+class SignalOnceConfig(LayerNormConfig):
+    def check(self, model_cfg):
+        mark = os.environ["SIGNAL_ONCE_MARK"]
+        if not os.path.exists(mark):
+            open(mark, "w").close()
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return []
+
+@NORM.register("signal_once", SignalOnceConfig)
+def signal_once(cfg, dims):
+    return layernorm(cfg, dims)
+'''
+
+
+def test_a_run_interrupted_before_training_started_resumes_from_step_0(tmp_path: Path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "signal_once.py").write_text(SIGNAL_PLUGIN)
+    env = {"DECODERLAB_PLUGIN_PATH": str(plugins), "SIGNAL_ONCE_MARK": str(tmp_path / "signalled")}
+    run = tmp_path / "run"
+    out = run_cli(["decoderlab-train", *TINY, "logger=csv", "model/norm=signal_once", f"hydra.run.dir={run}"],
+                  cwd=tmp_path, env=env)
+    assert out.returncode == 138, out.stderr[-3000:]
+    status = _status(run)
+    assert status["status"] == "interrupted" and status["step"] is None and status["signal"] == "SIGUSR1"
+    assert f"continue with: decoderlab-train --resume {run}" in out.stdout + out.stderr
+    out = run_cli(["decoderlab-train", "--resume", str(run)], cwd=tmp_path, env=env)  # as the log says
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _status(run)["status"] == "completed" and _train_steps(run) == list(range(6))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
+import logging
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-_hydra_of: dict[int, DictConfig] = {}  # id(composed job config) -> its Hydra config (choices, overrides)
+log = logging.getLogger("decoderlab")
+# id(composed job config) -> its Hydra config (choices, overrides) and the config's fingerprint when composed
+_hydra_of: dict[int, tuple[DictConfig, str]] = {}
 
 
 @dataclass
@@ -50,6 +53,7 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     from decoderlab.config import composition_problem, register_schema
     from decoderlab.errors import ConfigError
     from decoderlab.plugins import load_plugins
+    from decoderlab.rundir import fingerprint
 
     load_plugins()
     register_schema()
@@ -64,7 +68,7 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     cfg = OmegaConf.masked_copy(full, [k for k in full if k != "hydra"])
     OmegaConf.set_struct(cfg, True)
     hydra_cfg = OmegaConf.masked_copy(full, ["hydra"])
-    _hydra_of[id(cfg)] = hydra_cfg
+    _hydra_of[id(cfg)] = (hydra_cfg, fingerprint(cfg))
     weakref.finalize(cfg, _hydra_of.pop, id(cfg), None)
     return cfg
 
@@ -86,21 +90,24 @@ def normalize_overrides(overrides: Sequence[str]) -> list[str]:
 
 
 def default_run_dir() -> Path:
-    """``outputs/<date>/<time>`` (Hydra's layout), made unique within the second."""
-    base = Path("outputs") / datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
-    out, n = base, 1
-    while out.exists():
-        out, n = base.with_name(f"{base.name}-{n}"), n + 1
-    return out
+    """``outputs/<date>/<HH-MM-SS-mmm-id>``: the command line's layout, a fresh name for every run of this process."""
+    from decoderlab.rundir import new_stamp
+
+    return Path("outputs") / datetime.datetime.now().strftime("%Y-%m-%d") / new_stamp()
 
 
 def train(config_or_overrides: DictConfig | Sequence[str] = (), run_dir: str | Path | None = None) -> Run:
     """Train one model from a composed config (:func:`compose`) or a list of overrides; returns the :class:`Run`.
 
-    ``run_dir`` defaults to ``outputs/<date>/<time>``. A failed run raises; its ``status.json`` says why.
+    ``run_dir`` defaults to ``outputs/<date>/<HH-MM-SS-mmm-id>``. As with ``decoderlab-train``, a directory that
+    holds another run, or one a live run holds, is refused (a UserError; nothing in it is touched); the run writes
+    ``train.log`` and, for a config composed by :func:`compose` (or overrides) and not edited since,
+    ``.hydra/overrides.yaml``: ``decoderlab-train --resume RUN_DIR`` continues it. A failed run raises; its
+    ``status.json`` says why.
     """
     from decoderlab import rundir
     from decoderlab.checkpoint import load_model
+    from decoderlab.claim import claim
     from decoderlab.runner import run
 
     cfg = config_or_overrides
@@ -108,16 +115,57 @@ def train(config_or_overrides: DictConfig | Sequence[str] = (), run_dir: str | P
         if isinstance(cfg, str):
             raise TypeError("decoderlab.train: pass a list of overrides, e.g. ['model/positional=rope'], not a string")
         cfg = compose(list(cfg))
-    out = Path(run_dir) if run_dir is not None else default_run_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    with _hydra_context(cfg):
-        try:
-            run(cfg, out)
-        except BaseException as e:
-            rundir.write_status(out, "failed", error=f"{type(e).__name__}: {e}")
-            raise
+    out = (Path(run_dir) if run_dir is not None else default_run_dir()).absolute()
+    fp = rundir.fingerprint(cfg)
+    held, _ = claim(out, fp, "run", other="run_dir")  # a UserError naming the directory: nothing touched
+    try:
+        _save_hydra_record(cfg, out, fp)
+        with _hydra_context(cfg, out), _train_log(out):
+            try:
+                run(cfg, out, fp, claim=held)
+            except BaseException as e:
+                held.record("failed", error=f"{type(e).__name__}: {e}")
+                raise
+    finally:
+        held.release()
     model, tokenizer, _ = load_model(out)
     return Run(model, tokenizer, rundir.read_json(out / rundir.SUMMARY_FILE) or {}, out)
+
+
+def _save_hydra_record(cfg: DictConfig, out: Path, fp: str) -> None:
+    """``.hydra/`` as Hydra writes it for a command-line run (config, hydra, overrides), which ``--resume``
+    recomposes the run from; left out for a config :func:`compose` did not make or that was edited since (its
+    overrides would compose another run: ``--resume`` then says it cannot)."""
+    from decoderlab.rundir import atomic_write
+
+    hydra_cfg, composed_fp = _hydra_of.get(id(cfg), (None, None))
+    if hydra_cfg is None or composed_fp != fp:
+        log.warning("%s: config built or edited in Python: no .hydra/overrides.yaml, so decoderlab-train --resume "
+                    "cannot continue this run", out)
+        return
+    record = out / ".hydra"
+    atomic_write(record / "config.yaml", OmegaConf.to_yaml(cfg))
+    atomic_write(record / "hydra.yaml", OmegaConf.to_yaml(hydra_cfg))
+    atomic_write(record / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task))
+
+
+@contextlib.contextmanager
+def _train_log(out: Path) -> Iterator[None]:
+    """``train.log`` in the run directory, appended, as Hydra's job logging writes it for a command-line run."""
+    root = logging.getLogger()
+    handler = logging.FileHandler(out / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    handler.setLevel(logging.INFO)
+    level = root.level
+    root.addHandler(handler)
+    if root.getEffectiveLevel() > logging.INFO:
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
 
 
 def load(run_dir_or_checkpoint: str | Path) -> tuple[Any, Any]:
@@ -132,17 +180,19 @@ def load(run_dir_or_checkpoint: str | Path) -> tuple[Any, Any]:
 
 
 @contextlib.contextmanager
-def _hydra_context(cfg: DictConfig) -> Iterator[None]:
-    """Make the Hydra config of a composed run current (slot choices, wandb names), as Hydra does for its task."""
+def _hydra_context(cfg: DictConfig, out: Path) -> Iterator[None]:
+    """Make the Hydra config of a composed run current (slot choices, wandb names, its output directory), as Hydra
+    does for its task."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     saved = HydraConfig.instance().cfg
-    hydra_cfg = _hydra_of.get(id(cfg))
+    hydra_cfg, _ = _hydra_of.get(id(cfg), (None, None))
     if hydra_cfg is not None:
         hydra_cfg = copy.deepcopy(hydra_cfg)
         with open_dict(hydra_cfg):
             hydra_cfg.hydra.mode = RunMode.RUN
+            hydra_cfg.hydra.runtime.output_dir = str(out)
         HydraConfig.instance().set_config(hydra_cfg)
     try:
         yield

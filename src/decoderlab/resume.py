@@ -47,7 +47,11 @@ def resume_args(run_dir: str, args: list[str]) -> list[str]:
     """The Hydra arguments that recompose ``run_dir``'s run with ``args`` (allowed keys only) on top."""
     run = Path(run_dir).expanduser().resolve()
     recorded = run / ".hydra" / "overrides.yaml"
-    if not (run / rundir.CONFIG_FILE).is_file() or not recorded.is_file():
+    if not recorded.is_file() and (run / rundir.CONFIG_FILE).is_file():
+        raise UserError(f"--resume {run_dir}: the run has no .hydra/overrides.yaml to recompose it from (a config "
+                        f"built or edited in Python, not by decoderlab.compose); start a new run from its "
+                        f"checkpoint instead: trainer.ckpt_path={rundir.last_checkpoint(run)}")
+    if not recorded.is_file() or not ((run / rundir.CONFIG_FILE).is_file() or untrained(run)):
         raise UserError(f"--resume {run_dir}: not a run directory (no {rundir.CONFIG_FILE} or .hydra/overrides.yaml)")
     flags = [a for a in args if a.startswith("-")]
     if flags:
@@ -84,12 +88,23 @@ def check_same_run(run_dir: Path, new_yaml: str) -> None:
                           f"start a new run instead (trainer.ckpt_path=... or init_from=...)")
 
 
-def resume_checkpoint(run_dir: Path) -> Path:
-    """The newest intact checkpoint of ``run_dir`` (corrupt ones skipped with a warning)."""
+def untrained(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run interrupted before training started (no step, no checkpoint, maybe no
+    config.yaml yet): its resume starts at step 0."""
+    status = rundir.read_status(run_dir) or {}
+    return status.get("status") == "interrupted" and status.get("step") is None
+
+
+def resume_point(run_dir: Path, config_text: str) -> Path | None:
+    """Check that ``config_text`` (the recomposed run) trains as the run in ``run_dir`` does, and return the newest
+    intact checkpoint to continue from (corrupt ones skipped with a warning); None for a run interrupted before
+    training started, which starts at step 0. Raises naming the problem; nothing is written."""
     from decoderlab.checkpoint import newest_intact_checkpoint  # lazy: torch
 
+    if (run_dir / rundir.CONFIG_FILE).is_file():
+        check_same_run(run_dir, config_text)
     ckpt = newest_intact_checkpoint(run_dir)
-    if ckpt is None:
+    if ckpt is None and not untrained(run_dir):
         raise UserError(f"--resume {run_dir}: no intact checkpoint in {rundir.checkpoint_dir(run_dir)}")
     return ckpt
 

@@ -47,11 +47,7 @@ def run_stamp() -> str:
     """This process's run name: local time with milliseconds and a short random id (``13-05-09-042-3fa9c1``), the
     same every time it is asked: two runs started in the same millisecond still get different directories."""
     if not _STAMP:
-        import datetime
-        import secrets
-
-        now = datetime.datetime.now()
-        _STAMP.append(f"{now:%H-%M-%S}-{now.microsecond // 1000:03d}-{secrets.token_hex(3)}")
+        _STAMP.append(new_stamp())
     return _STAMP[0]
 
 
@@ -61,19 +57,22 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("run_stamp", run_stamp)
 
 
+_HELD: dict[Path, Any] = {}  # run directory -> its lock, one object per directory in this process
+
+
 def lock(run_dir: str | Path) -> Any:
-    """Take the run directory's lock for this process's lifetime, or raise ``RuntimeError`` naming the directory
-    when another live run holds it (an OS lock: a killed run releases it)."""
+    """Take the run directory's lock, or raise ``RuntimeError`` naming the directory when another live run holds
+    it (an OS lock: a killed run releases it). Re-entrant within this process: a second ``lock`` of a directory
+    this process holds (Hydra's callback, then the task) counts up, each ``release()`` counts down."""
     from filelock import FileLock, Timeout
 
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).absolute()
     run_dir.mkdir(parents=True, exist_ok=True)
-    held = FileLock(run_dir / LOCK_FILE, timeout=0)
+    held = _HELD.setdefault(run_dir, FileLock(run_dir / LOCK_FILE, timeout=0))
     try:
         held.acquire()
     except Timeout:
-        raise RuntimeError(f"run directory {run_dir} is in use by another live run; "
-                           f"choose another hydra.run.dir") from None
+        raise RuntimeError(f"run directory {run_dir} is in use by another live run") from None
     return held
 
 
@@ -110,6 +109,66 @@ def locked(run_dir: str | Path) -> bool:
     finally:
         os.close(fd)  # closing releases the probe's shared lock
     return False
+
+
+def new_stamp() -> str:
+    """A fresh run name (``13-05-09-042-3fa9c1``) for each call: runs started by one process (the Python API)."""
+    import datetime
+    import secrets
+
+    now = datetime.datetime.now()
+    return f"{now:%H-%M-%S}-{now.microsecond // 1000:03d}-{secrets.token_hex(3)}"
+
+
+KILLED = "killed"  # how a "running" status whose directory nobody holds is named: its process died
+
+
+class Claim:
+    """This process's hold on a run directory (:func:`decoderlab.claim.claim`): its lock (None on a DDP rank
+    other than 0) and the status the directory held when claimed (``prior``). :meth:`record` writes status.json;
+    a run that fails before it started (``record("running")``) in a directory holding an earlier run leaves that
+    run's record as it was: a refused resume keeps ``interrupted`` with its step."""
+
+    def __init__(self, run_dir: Path, held: Any, prior: dict[str, Any] | None) -> None:
+        self.run_dir, self.held, self.prior, self.started = Path(run_dir), held, prior, False
+
+    def record(self, status: str, **extra: Any) -> None:
+        if status == "running":
+            self.started = True
+        elif not self.started and self.prior is not None:
+            return
+        write_status(self.run_dir, status, **extra)
+
+    def release(self) -> None:
+        if self.held is not None:
+            self.held.release()
+            self.held = None
+
+
+def verdict(run_dir: str | Path, fp: str, mode: str, skip_finished: bool = True) -> str:
+    """What a run may do in ``run_dir``, its lock held: the one rule of every entry point (single run, resume,
+    sweep job under any launcher, the Python API). ``mode``: "run", "resume" or "job". Returns "fresh" (nothing
+    there), "resume", "skip" (a job completed with the same config) or "rerun" (a job's failed or killed attempt:
+    set it aside, then run); raises ``RuntimeError`` naming the directory when refused."""
+    status = read_status(run_dir)
+    if mode == "resume":
+        return "resume"
+    if status is None:
+        return "fresh"
+    state = status.get("status")
+    state = KILLED if state == "running" else state  # the caller holds the lock: its process is gone
+    if mode == "run":
+        raise RuntimeError(f"run directory {run_dir} already holds a {state} run; continue it with "
+                           f"decoderlab-train --resume {run_dir}")
+    same = status.get("fingerprint") == fp
+    if state in ("failed", KILLED):
+        return "rerun"  # an attempt that ended badly is set aside (never deleted), whatever its config
+    if not same:
+        raise RuntimeError(f"job directory {run_dir} holds a {state} run of another config; it is left as it is "
+                           f"(choose another hydra.sweep.dir, or move that directory away)")
+    if state == "interrupted":
+        return "resume"
+    return "skip" if skip_finished else "rerun"
 
 
 def ended(run_dir: str | Path) -> str | None:

@@ -6,6 +6,7 @@ Lightning (``import lightning`` costs ~3.6 s) is imported only when a run trains
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -126,41 +127,57 @@ def build_model(cfg: DictConfig, vocab_size: int, tokenizer: Any = None) -> Deco
     return maybe_init_from(cfg, model, tokenizer)  # init_from: weights (and a grown vocabulary)
 
 
-def _check_steps_left(cfg: DictConfig, resumed: bool) -> None:
+def _check_steps_left(cfg: DictConfig, path: str, resumed: bool) -> None:
     """A checkpoint past ``trainer.max_steps`` would train nothing and report its step as the run's: refused."""
     from decoderlab.checkpoint import read_checkpoint  # lazy: imports torch's serialization helpers
 
-    step, last = read_checkpoint(cfg.trainer.ckpt_path)["global_step"], cfg.trainer.max_steps
+    step, last = read_checkpoint(path)["global_step"], cfg.trainer.max_steps
     if step > last:
-        what = "the run is at" if resumed else f"trainer.ckpt_path={cfg.trainer.ckpt_path} holds"
+        what = "the run is at" if resumed else f"trainer.ckpt_path={path} holds"
         raise ConfigError(f"{what} step {step}, past trainer.max_steps={last}: nothing to train; "
                           f"give trainer.max_steps > {step}")
 
 
-def run(cfg: DictConfig, out: Path, fingerprint: str | None = None, catcher: Any = None) -> float | None:
+def preflight(cfg: DictConfig, out: Path) -> tuple[str, Path | None]:
+    """Everything :func:`run` checks before it writes to ``out``: the config is valid and fits this machine, a
+    resume (``--resume``) would train the same run, and a checkpoint to continue from is not past
+    ``trainer.max_steps``. Returns the config as saved and the checkpoint a resume continues from (None: not
+    resuming, or a run interrupted before training started). Raises a UserError."""
+    validate(cfg)
+    problems = device_problems(cfg.trainer, cfg.model)
+    if problems:
+        raise ConfigError("this machine cannot run the configuration:\n  - " + "\n  - ".join(problems))
+    text = saved_config(cfg)
+    ckpt = resume.resume_point(out, text) if resume.resuming() is not None else None
+    if ckpt is not None or cfg.trainer.ckpt_path:
+        _check_steps_left(cfg, str(ckpt or cfg.trainer.ckpt_path), resumed=ckpt is not None)
+    return text, ckpt
+
+
+def run(cfg: DictConfig, out: Path, fingerprint: str | None = None, catcher: Any = None,
+        claim: rundir.Claim | None = None) -> float | None:
     """Train one model; writes config, tokenizer, checkpoints, metrics, sample and summary to ``out``.
 
     ``fingerprint`` (:func:`decoderlab.rundir.fingerprint` of ``cfg``, computed here when not given) goes into
     ``status.json``: a re-run skips a job whose status is "completed" with the same fingerprint. ``catcher``
     (:class:`decoderlab.preempt.SignalCatcher`) turns a preemption signal during training into a checkpoint.
+    ``claim`` (:func:`decoderlab.claim.claim`) writes status.json: a run that fails before it starts leaves the
+    record of the run it would have resumed as it was.
     """
     started = run_started()
-    validate(cfg)
-    problems = device_problems(cfg.trainer, cfg.model)
-    if problems:
-        raise ConfigError("this machine cannot run the configuration:\n  - " + "\n  - ".join(problems))
+    text, ckpt = preflight(cfg, out)
     for plugin, state in loaded().items():  # train.log records which code took part
         log.info("plugin %s: %s", plugin, state)
-    text = saved_config(cfg)
-    resumed = resume.resuming()
-    if resumed is not None:
-        resume.check_same_run(out, text)
-        cfg.trainer.ckpt_path = str(resume.resume_checkpoint(out))
+    resumed = resume.resuming() is not None
+    if ckpt is not None:
+        cfg.trainer.ckpt_path = str(ckpt)
         log.info("resuming %s from %s", out, cfg.trainer.ckpt_path)
-    if cfg.trainer.ckpt_path:
-        _check_steps_left(cfg, resumed is not None)
+    elif resumed:
+        log.info("resuming %s from step 0: it was interrupted before training started", out)
     fp = fingerprint or rundir.fingerprint(cfg)
-    rundir.write_status(out, "running", fingerprint=fp)
+    record = claim.record if claim is not None else functools.partial(rundir.write_status, out)
+    rundir.atomic_write(out / rundir.CONFIG_FILE, text)  # first: a run interrupted from here on can be resumed
+    record("running", fingerprint=fp)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     import lightning as L  # lazy: see the module docstring
@@ -168,7 +185,6 @@ def run(cfg: DictConfig, out: Path, fingerprint: str | None = None, catcher: Any
     from decoderlab.fit import fit, sample_prompt_ids  # lazy: imports Lightning
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    rundir.atomic_write(out / rundir.CONFIG_FILE, text)
     data, dm = build_data(cfg)
     data.tokenizer.save(out)
     sample_prompt_ids(cfg, data.tokenizer)  # the sample at the end must not fail a trained run: checked now
@@ -176,7 +192,7 @@ def run(cfg: DictConfig, out: Path, fingerprint: str | None = None, catcher: Any
     counts = model.param_counts()
     log.info("model: %s parameters (%s non-embedding)", f"{counts['total']:,}", f"{counts['non_embedding']:,}")
     result = fit(cfg, out, model, data, dm, flat_config(cfg), slot_choices(), catcher=catcher,
-                 resumed=resumed is not None)
+                 resumed=ckpt is not None)
     if not result.pop("rank_zero", True):  # DDP: rank 0 alone writes the summary and prints
         return result.get("val_loss")
     summary = {"params": counts, **result, "run_dir": str(out), "choices": slot_choices(),
@@ -184,7 +200,7 @@ def run(cfg: DictConfig, out: Path, fingerprint: str | None = None, catcher: Any
                "data": {k: data.meta.get(k) for k in ("holdout", "n_docs", "skipped_records")},
                "total_seconds": round(time.time() - started, 2)}  # the job's start to (just before) its exit
     rundir.write_json(out / rundir.SUMMARY_FILE, summary)
-    rundir.write_status(out, "completed", fingerprint=fp)
+    record("completed", fingerprint=fp)
     print_summary(summary)
     return result.get("val_loss")
 

@@ -26,6 +26,8 @@ from hydra.types import RunMode
 
 from decoderlab import resume, rundir
 from decoderlab.api import conf_dir, normalize_overrides
+from decoderlab.claim import claim
+from decoderlab.claim import mode as claim_mode
 from decoderlab.config import check_group_choices, check_no_secret_overrides, register_schema
 from decoderlab.errors import StopWithMessage, UserError, exit_on_user_error, print_user_error
 from decoderlab.outcome import objective
@@ -66,59 +68,49 @@ def task(cfg: Any) -> float | None:
     held = None
     try:
         held = _claim(out, fp)
-        return objective(run(cfg, out, fp, catcher))
+        return objective(run(cfg, out, fp, catcher, held))
     except Preempted as p:
-        _status(held, out, "interrupted", fingerprint=fp, step=p.step, signal=p.name)
+        _status(held, "interrupted", fingerprint=fp, step=p.step, signal=p.name)
         where = f"at step {p.step} (checkpoint saved)" if p.step is not None else "before training started"
         log.warning("interrupted by %s %s; continue with: decoderlab-train --resume %s", p.name, where, out)
         catcher.forward(p.signum)  # e.g. submitit's SIGUSR1 handler requeues the job
         raise SystemExit(p.exit_code) from None
     except UserError as e:
-        _status(held, out, "failed", error=str(e))
+        _status(held, "failed", error=str(e))
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or _multirun():
             raise
         print_user_error(e)
         sys.exit(1)
     except SystemExit as e:
         if type(e).__name__ == "SIGTERMException":  # Lightning's graceful stop on SIGTERM exits 0 otherwise
-            _status(held, out, "failed", error="terminated by SIGTERM")
+            _status(held, "failed", error="terminated by SIGTERM")
             raise SystemExit(143) from None
-        _status(held, out, "failed", error=f"exit {e.code}")
+        _status(held, "failed", error=f"exit {e.code}")
         raise
     except BaseException as e:
-        _status(held, out, "failed", error=f"{type(e).__name__}: {e}")
+        _status(held, "failed", error=f"{type(e).__name__}: {e}")
         raise
     finally:
         catcher.restore()
-        if held is not None and held is not True:
+        if held is not None:
             held.release()
 
 
-def _status(held: Any, out: Path, status: str, **extra: Any) -> None:
-    """status.json of the run this process holds; a refused directory keeps the status of the run it holds."""
+def _status(held: rundir.Claim | None, status: str, **extra: Any) -> None:
+    """status.json of the run this process holds: none for a refused directory, and a run refused before it started
+    in a directory holding an earlier run (a resume whose config differs) keeps that run's record."""
     if held is not None:
-        rundir.write_status(out, status, **extra)
+        held.record(status, **extra)
 
 
-def _claim(out: Path, fp: str) -> Any:
-    """Lock the run directory (rank 0 only: DDP's other ranks share it) and refuse one that holds another run,
-    unless resuming it; a multirun job re-run continues an interrupted run with the same config (a requeue)."""
-    if any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
-        return True
-    try:
-        held = rundir.lock(out)
-    except RuntimeError as e:
-        raise UserError(str(e)) from None
-    status = rundir.read_status(out)
-    if status is None or resume.resuming() is not None:
-        return held
-    if _multirun():
-        if status.get("status") == "interrupted" and status.get("fingerprint") == fp:
-            os.environ[resume.RESUME_ENV] = str(out)
-        return held
-    held.release()
-    raise UserError(f"run directory {out} already holds a {status.get('status')} run; continue it with "
-                    f"decoderlab-train --resume {out}, or choose another hydra.run.dir")
+def _claim(out: Path, fp: str) -> rundir.Claim:
+    """Lock the run directory (rank 0 only: DDP's other ranks share it) and refuse one that holds another run
+    (:func:`decoderlab.rundir.verdict`); a sweep job continues an interrupted run of the same config (a requeue).
+    A single run was claimed already by Hydra's callback, before Hydra wrote anything (the same lock, again)."""
+    held, verdict = claim(out, fp, claim_mode(_multirun()), other="hydra.sweep.dir" if _multirun() else "hydra.run.dir")
+    if verdict == "resume" and resume.resuming() is None:
+        os.environ[resume.RESUME_ENV] = str(out)
+    return held
 
 
 def _multirun() -> bool:

@@ -289,3 +289,29 @@ def test_launcher_settings_are_range_checked_and_plan_honours_skip_finished(tmp_
     spec = JobSpec(0, ["seed=1"], ["seed=1"], tmp_path, cfg=compose([]), fp="f")
     assert _plan_row(spec).state == "done: skipped"
     assert _plan_row(spec, skip_finished=False).state == "to run"  # what the sweep will then do
+
+
+def _job_files(sweep: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(sweep)): p.read_bytes() for p in sorted(sweep.glob("[0-9]*/**/*")) if p.is_file()}
+
+
+def test_a_job_directory_holding_a_run_of_another_config_is_refused_never_overwritten(tmp_path: Path,
+                                                                                    tiny_corpus: Path):
+    sweep = tmp_path / "sweep"
+    points = ["logger=csv", "model/positional=none,alibi", f"hydra.sweep.dir={sweep}"]
+    assert _sweep(tmp_path, tiny_corpus, *points).returncode == 0
+    before = _job_files(sweep)
+    r = _sweep(tmp_path, tiny_corpus, *points, "model.d_model=32")  # the default launcher: each job fails
+    assert r.returncode == 1, r.stdout + r.stderr
+    jobs = _jobs(sweep)
+    for num in (0, 1):
+        assert jobs[num]["status"] == "failed"
+        assert f"job directory {sweep / str(num)} holds a completed run of another config" in jobs[num]["reason"]
+    r = _sweep(tmp_path, tiny_corpus, *points, "model.d_model=32", "hydra/launcher=basic")  # in process
+    err = " ".join(r.stderr.split())
+    assert r.returncode == 1 and "2 of 2 sweep jobs are refused; no job was launched" in err, r.stdout + r.stderr
+    assert f"job 1 (model/positional=alibi): job directory {sweep / '1'} holds a completed run" in err
+    assert _job_files(sweep) == before  # every file of both jobs as it was (.hydra/ and train.log included)
+    assert not (sweep / ".attempts").exists()
+    r = _sweep(tmp_path, tiny_corpus, *points, "hydra/launcher=basic")  # the same config: skipped
+    assert r.returncode == 0 and "skipped" in r.stdout + r.stderr

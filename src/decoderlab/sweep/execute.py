@@ -56,7 +56,7 @@ class Pool:
         log.info("job %d: %s", res.num, " ".join(res.varying) or "(no varying keys)")
         t0 = time.monotonic()
         tail: deque[str] = deque(maxlen=40)
-        with open(job_dir / "job.log", "w", encoding="utf-8") as logf:
+        with open(job_dir / "job.log", "a", encoding="utf-8") as logf:  # a resumed job appends
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                     errors="replace", bufsize=1)
             with self.lock:

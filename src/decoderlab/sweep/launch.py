@@ -31,10 +31,11 @@ from decoderlab.config import composition_problem, safety_problems, validate
 from decoderlab.errors import ConfigError, RefusedConfig
 from decoderlab.overrides import override_key, quote, sweep_axes, varying
 from decoderlab.plan import PLAN_ENV, PlanRow, plan_requested, plan_row, print_plan
+from decoderlab.resume import RESUME_ENV
 from decoderlab.rundir import SKIP_REASON, fingerprint, is_finished
 from decoderlab.sweep import results as R
 from decoderlab.sweep.execute import Pool, sigterm_as_interrupt
-from decoderlab.sweep.jobs import set_aside, task_config
+from decoderlab.sweep.jobs import claim_job, task_config
 from decoderlab.wandb_names import JOB_ENV, searching
 
 log = logging.getLogger("decoderlab.sweep")
@@ -73,6 +74,7 @@ class JobSpec:
     sweep_cfg: DictConfig | None = None
     fp: str | None = None
     error: str | None = None  # composition / validation error: the job is not launched
+    resume: bool = False  # its directory holds an interrupted run of the same config: the job continues it
 
 
 def axes(config: DictConfig) -> dict[str, str]:
@@ -140,7 +142,9 @@ def child_command(spec: JobSpec, config: DictConfig) -> list[str]:
 
 
 def child_env(spec: JobSpec, config: DictConfig) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in (PLAN_ENV, R.SESSION_ENV)}  # the child is a plain run
+    env = {k: v for k, v in os.environ.items() if k not in (PLAN_ENV, R.SESSION_ENV, RESUME_ENV)}  # a plain run
+    if spec.resume:
+        env[RESUME_ENV] = str(spec.dir)  # as --resume does: the child checks the config and continues in place
     env[JOB_ENV] = json.dumps({"sweep_dir": str(config.hydra.sweep.dir), "num": spec.num,
                                "overrides": spec.overrides, "axes": axes(config)})
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -179,20 +183,29 @@ def launch(ctx: Any, config: DictConfig, job_overrides: Sequence[Sequence[str]],
 
 
 def _triage(specs: list[JobSpec], settings: Settings, sweep_dir: Path) -> tuple[list[R.JobResult], list[JobSpec]]:
-    """Invalid jobs fail at once, finished ones are skipped, earlier attempts of the rest are set aside."""
+    """Invalid jobs fail at once, so does a job whose directory is refused (a live run, or a run of another config
+    there: :func:`decoderlab.sweep.jobs.claim_job`); finished ones are skipped, interrupted ones of the same config
+    resume, earlier attempts of the rest are set aside."""
     done, todo = [], []
     for s in specs:
         if s.error:
             done.append(_result(s, "failed", s.error))
-        elif settings.skip_finished and is_finished(s.dir, s.fp or ""):
+            continue
+        try:
+            verdict, _ = claim_job(s.dir, s.fp or "", sweep_dir, settings.skip_finished)
+        except RuntimeError as e:
+            done.append(_result(s, "failed", str(e)))
+            log.warning("job %d: refused: %s", s.num, e)
+            continue
+        if verdict == "skip":
             res = R.collect(_result(s), 0, 0.0, [])
             res.status, res.reason = "skipped", SKIP_REASON
             done.append(res)
             log.info("job %d: skipped (%s in %s)", s.num, SKIP_REASON, s.dir)
         else:
-            moved = set_aside(s.dir, sweep_dir)
-            if moved:
-                log.info("job %d: earlier attempt moved to %s", s.num, moved)
+            s.resume = verdict == "resume"
+            if s.resume:
+                log.info("job %d: resuming the interrupted run in %s", s.num, s.dir)
             todo.append(s)
     return done, todo
 

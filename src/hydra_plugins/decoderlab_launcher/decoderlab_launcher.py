@@ -99,29 +99,39 @@ class ChecksEachBatch:
 
     config: Any
     hydra_context: Any
+    holds_locks = False  # the jobs run in this process: hold their directories' locks until they end
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
-        refuse_invalid_points(self.hydra_context.config_loader, self.config, job_overrides, initial_job_idx)
-        return super().launch(job_overrides, initial_job_idx)  # type: ignore[misc]
+        composed = refuse_invalid_points(self.hydra_context.config_loader, self.config, job_overrides,
+                                         initial_job_idx)
+        held = claim_job_dirs(self.config, composed, job_overrides, initial_job_idx, self.holds_locks)
+        try:
+            return super().launch(job_overrides, initial_job_idx)  # type: ignore[misc]
+        finally:
+            for lock in held:
+                lock.release()
 
 
 class CheckedBasicLauncher(ChecksEachBatch, BasicLauncher):
     """Hydra's basic launcher (jobs in this process, one after another), each batch checked first."""
 
+    holds_locks = True
 
-def refuse_invalid_points(loader: Any, config: Any, batch: Sequence[Sequence[str]], first: int) -> None:
+
+def refuse_invalid_points(loader: Any, config: Any, batch: Sequence[Sequence[str]], first: int) -> list[Any]:
     """Compose every point of ``batch`` (jobs ``first ...``) before any runs; one error names each that cannot be
-    composed or holds a literal secret, by its sweep values and reason (Hydra stops at the first, unnamed)."""
+    composed or holds a literal secret, by its sweep values and reason (Hydra stops at the first, unnamed).
+    Returns each point's composed config."""
     from hydra.errors import ConfigCompositionException
 
     from decoderlab.config import hydra_config_problems
     from decoderlab.sweep.launch import axes, one_line_error, varying_of
 
-    labels, bad = varying_of(batch, set(axes(config))), []
+    labels, bad, composed = varying_of(batch, set(axes(config))), [], []
     for i, overrides in enumerate(batch):
         try:
-            unsafe = hydra_config_problems(loader.load_sweep_config(master_config=config,
-                                                                    sweep_overrides=list(overrides)))
+            composed.append(loader.load_sweep_config(master_config=config, sweep_overrides=list(overrides)))
+            unsafe = hydra_config_problems(composed[-1])
             if unsafe:  # a literal secret in a swept option: refused before the job's run saves its config
                 raise ValueError("; ".join(unsafe))
         except Exception as e:  # noqa: BLE001 - Hydra's and OmegaConf's composition errors, reported per point
@@ -131,6 +141,44 @@ def refuse_invalid_points(loader: Any, config: Any, batch: Sequence[Sequence[str
         raise ConfigCompositionException(
             f"{len(bad)} of {len(batch)} sweep points are invalid; {what}:\n" + "\n".join(bad)
             + "\n(the default decoderlab launcher runs the other points and reports these as invalid)")
+    return composed
+
+
+def claim_job_dirs(config: Any, composed: Sequence[Any], batch: Sequence[Sequence[str]], first: int,
+                   hold: bool) -> list[Any]:
+    """Claim every job directory of a batch before Hydra saves anything in one (:func:`decoderlab.sweep.jobs.
+    claim_job`): earlier failed attempts set aside; a directory in use by a live run, or holding a run of another
+    config, stops the batch with one error naming each (:class:`decoderlab.errors.RefusedConfig`), nothing
+    launched. Returns the locks held (``hold``: the jobs run in this process)."""
+    import os
+    from pathlib import Path
+
+    from omegaconf import OmegaConf, open_dict
+
+    from decoderlab.errors import RefusedConfig
+    from decoderlab.rundir import fingerprint
+    from decoderlab.sweep.jobs import claim_job, task_config
+    from decoderlab.sweep.launch import axes, varying_of
+
+    sweep_dir = Path(os.path.abspath(str(config.hydra.sweep.dir)))
+    labels, held, bad = varying_of(batch, set(axes(config))), [], []
+    for i, sweep_cfg in enumerate(composed):
+        with open_dict(sweep_cfg):
+            sweep_cfg.hydra.job.num = first + i
+        job_dir = sweep_dir / str(OmegaConf.select(sweep_cfg, "hydra.sweep.subdir"))
+        try:
+            _, lock = claim_job(job_dir, fingerprint(task_config(sweep_cfg)), sweep_dir, hold=hold)
+        except RuntimeError as e:
+            bad.append(f"  job {first + i} ({' '.join(labels[i] or batch[i])}): {e}")
+            continue
+        if lock is not None:
+            held.append(lock)
+    if bad:
+        for lock in held:
+            lock.release()
+        what = "no job was launched" if first == 0 else "no job of this batch was launched"
+        raise RefusedConfig(f"{len(bad)} of {len(batch)} sweep jobs are refused; {what}:\n" + "\n".join(bad))
+    return held
 
 
 # The submitit launchers (optional extra: pip install 'decoderlab[sweeps]'), checking every batch whichever sweeper
