@@ -89,7 +89,9 @@ def test_failures_are_isolated_reported_and_finished_jobs_skipped(tmp_path: Path
     for reason in ("chaos: boom", "SIGTERM", "killed by SIGKILL"):
         assert reason in md and reason in files["html"].read_text()
     runs = list(csv.DictReader(open(files["runs_csv"])))
-    assert len(runs) == 8 and sum(r["status"] == "failed" for r in runs) == 7
+    assert len(runs) == 8 and [r["status"] for r in runs].count("failed") == 6
+    (stopped,) = [r for r in runs if r["status"] == "interrupted"]  # the SIGTERM job saved its step: resumable
+    assert stopped["dir"].endswith("/2") and stopped["reason"].startswith("interrupted by SIGTERM at step ")
 
     # Same sweep again (first two points): the finished job is skipped, the failed one runs again.
     before = (ok / "status.json").read_text()
