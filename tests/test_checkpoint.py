@@ -156,3 +156,16 @@ def test_status_is_written_in_place_when_the_disk_has_no_room_for_a_copy(tmp_pat
     rundir.write_status(tmp_path, "failed", error="cannot save checkpoint: no space left on device")
     record = json.loads((tmp_path / "status.json").read_text())
     assert record["status"] == "failed" and "no space left" in record["error"]
+
+
+def test_a_recorded_plugin_module_that_does_not_register_the_component_is_named_with_its_file():
+    """A checkpoint names the module of a plugin component; if that module imports but registers something else
+    (another plugin of the same file name), the load stops on one line naming the module and its file."""
+    import json
+
+    from decoderlab.checkpoint import require_plugins
+
+    record = {"plugins": {"model/norm": {"name": "no_such_norm", "module": "json"}}}
+    with pytest.raises(UserError, match=f"model/norm=no_such_norm from the plugin module 'json', but "
+                                        f"{json.__file__} does not register it"):
+        require_plugins(record, "x.ckpt")

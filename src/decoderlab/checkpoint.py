@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import importlib
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,10 @@ def require_plugins(record: dict[str, Any], source: str) -> None:
                 f"{source} needs the plugin module '{module}' (it provides {group}={need.get('name')}), which cannot "
                 f"be imported ({type(e).__name__}: {e}); put the plugin in ./plugins or on DECODERLAB_PLUGIN_PATH, "
                 f"or pip install the package that provides it") from None
+        if need.get("name") not in registry:
+            where = getattr(sys.modules.get(module), "__file__", None) or module
+            raise UserError(f"{source} needs {group}={need.get('name')} from the plugin module '{module}', but "
+                            f"{where} does not register it (another plugin of the same file name?)")
 
 
 def state_checksum(state_dict: dict[str, torch.Tensor]) -> str:
