@@ -113,3 +113,54 @@ def test_a_plugin_of_the_same_file_name_in_another_folder_does_not_hide_the_ship
                              env={**env, "DECODERLAB_NO_PLUGINS": "1"}, timeout=120)
         assert got.returncode == 0, got.stderr
         assert Path(got.stdout.strip()).resolve() == expected.resolve()
+
+
+RANGED_PLUGIN = textwrap.dedent('''
+    from dataclasses import dataclass
+    from torch import nn
+    from decoderlab.components.norms import NORM
+    from decoderlab.registry import ComponentConfig
+
+    @dataclass
+    class KConfig(ComponentConfig):
+        {ranges}
+        k: float = 0.5
+
+    @NORM.register("{name}", KConfig)
+    def build(cfg, dims):
+        """Identity norm (test plugin)."""
+        return nn.Identity()
+''')
+
+
+def test_a_plugin_with_malformed_ranges_is_a_broken_plugin_warning_not_a_traceback(tmp_path: Path):
+    from conftest import run_cli
+
+    (tmp_path / "badr.py").write_text(RANGED_PLUGIN.format(name="badr", ranges='RANGES = {"k": "0..1"}'))
+    out = run_cli(["decoderlab-train", "model/norm=badr", "logger=csv"], cwd=tmp_path,
+                  env={"DECODERLAB_PLUGIN_PATH": str(tmp_path)})
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    assert "decoderlab plugin" in out.stderr and "badr.py" in out.stderr and "range '0..1' is not" in out.stderr
+    assert "model/norm=badr: unknown option" in out.stderr
+
+
+def test_a_plugin_numeric_field_without_a_range_warns_and_fails_the_battery(tmp_path: Path):
+    import os
+
+    (tmp_path / "nr.py").write_text(RANGED_PLUGIN.format(name="nr", ranges=""))
+    env = {**os.environ, "DECODERLAB_NO_PLUGINS": ""}
+    out = subprocess.run([sys.executable, "-m", "decoderlab.testing", "--plugins", str(tmp_path), "-q",
+                          "-m", "not slow", "-k", "ranges"], env=env, capture_output=True, text=True, timeout=300)
+    assert "model/norm/nr" in out.stderr and "numeric field(s) k declare no range" in out.stderr
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "model/norm=nr: numeric field(s) k have no declared range" in out.stdout
+
+
+def test_the_battery_passes_a_plugin_whose_ranges_cover_its_fields(tmp_path: Path):
+    import os
+
+    (tmp_path / "okr.py").write_text(RANGED_PLUGIN.format(name="okr", ranges='RANGES = {"k": "(0, 1)"}'))
+    out = subprocess.run([sys.executable, "-m", "decoderlab.testing", "--plugins", str(tmp_path), "-q",
+                          "-m", "not slow", "-k", "ranges"], env={**os.environ, "DECODERLAB_NO_PLUGINS": ""},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "1 passed" in out.stdout, out.stdout + out.stderr
