@@ -20,7 +20,10 @@ import dataclasses
 import hashlib
 import importlib
 import logging
+import re
 import sys
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -125,10 +128,26 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise UserError(f"cannot load checkpoint {path} (corrupt or not a checkpoint): {type(e).__name__}: {e}") \
+        raise UserError(f"cannot load checkpoint {path} (corrupt or not a checkpoint): {_load_failure(path, e)}") \
             from None
+
+
+def _load_failure(path: Path, e: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in one line (torch's own text is a page of advice on loading
+    the file unsafely, or a bare ``KeyError: '101'`` for a file that is no torch archive at all)."""
+    text = str(e)
+    if "Weights only load failed" in text:
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", text)
+        why = f" ({detail.group(1).strip().rstrip('.')})" if detail and detail.group(1).strip() else ""
+        return f"it holds objects other than plain values and tensors, refused by a weights-only load{why}"
+    if not zipfile.is_zipfile(path):
+        return "not a torch.save archive (truncated, or another kind of file)"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def verify(ckpt: Any, source: str | Path) -> dict[str, Any]:
