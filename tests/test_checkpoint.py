@@ -169,3 +169,34 @@ def test_a_recorded_plugin_module_that_does_not_register_the_component_is_named_
     with pytest.raises(UserError, match=f"model/norm=no_such_norm from the plugin module 'json', but "
                                         f"{json.__file__} does not register it"):
         require_plugins(record, "x.ckpt")
+
+
+def _disk_full(monkeypatch):
+    import errno
+
+    def full(obj, f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+
+
+def test_a_full_disk_at_the_first_checkpoint_says_there_is_nothing_to_resume(tmp_path, monkeypatch):
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    _disk_full(monkeypatch)
+    with pytest.raises(UserError) as err:
+        atomic_save({"state_dict": {}}, path)
+    assert str(err.value) == (f"cannot save checkpoint: no space left on device writing {path}; no earlier checkpoint "
+                              f"exists, so there is nothing to resume from (free some space and start the run again)")
+    assert os.listdir(path.parent) == []
+
+
+def test_a_full_disk_at_a_new_numbered_checkpoint_names_the_ones_kept(saved, monkeypatch):
+    path, _ = saved
+    numbered = path.parent / "step000004.ckpt"
+    _disk_full(monkeypatch)
+    with pytest.raises(UserError) as err:
+        atomic_save({"state_dict": {}}, numbered)
+    assert str(err.value).endswith(f"writing {numbered}; the run's earlier checkpoints are intact (last.ckpt; free "
+                                   f"some space and resume)")
+    assert newest_intact_checkpoint(path.parent.parent) == path

@@ -115,11 +115,25 @@ def seal(ckpt: dict[str, Any]) -> dict[str, Any]:
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to ``path`` such that a kill at any moment leaves either the old or the new file; a failed
     save removes its temporary file."""
+    path = Path(path)
+    replaced = path.is_file()
     try:
         with rundir.atomic_open(path) as f:
             torch.save(obj, f)
-    except rundir.DiskFullError as e:  # a user-facing failure: the run ends "failed", the last checkpoint kept
-        raise UserError(f"cannot save checkpoint: {e}") from None
+    except rundir.DiskFullError:  # a user-facing failure: the run ends "failed", what was saved before kept
+        raise UserError(f"cannot save checkpoint: no space left on device writing {path}; "
+                        f"{_what_is_left(path, replaced)}") from None
+
+
+def _what_is_left(path: Path, replaced: bool) -> str:
+    """After a save of ``path`` failed for want of space: what a resume of the run can start from."""
+    if replaced:
+        return "the previous file is intact (free some space and resume)"
+    others = sorted(p.name for p in path.parent.glob("*.ckpt") if p != path)
+    if others:
+        return f"the run's earlier checkpoints are intact ({', '.join(others)}; free some space and resume)"
+    return ("no earlier checkpoint exists, so there is nothing to resume from (free some space and start the run "
+            "again)")
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
