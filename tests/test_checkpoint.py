@@ -200,3 +200,71 @@ def test_a_full_disk_at_a_new_numbered_checkpoint_names_the_ones_kept(saved, mon
     assert str(err.value).endswith(f"writing {numbered}; the run's earlier checkpoints are intact (last.ckpt; free "
                                    f"some space and resume)")
     assert newest_intact_checkpoint(path.parent.parent) == path
+
+
+def _with_training_state(path: Path) -> dict:
+    """The file at ``path`` with what a Lightning checkpoint adds (optimizer state, loops, step), sealed."""
+    ckpt = _raw(path)
+    weights = ckpt["state_dict"]
+    ckpt.update({
+        "epoch": 0, "global_step": 6,
+        "optimizer_states": [{"state": {i: {"step": torch.tensor(6.0), "exp_avg": torch.randn_like(t),
+                                            "exp_avg_sq": torch.rand_like(t)} for i, t in enumerate(weights.values())},
+                              "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.95), "params": list(range(len(weights)))}]}],
+        "lr_schedulers": [{"last_epoch": 6, "base_lrs": [1e-3]}],
+        "loops": {"fit_loop": {"epoch_progress": {"total": {"ready": 1, "completed": 0}}}},
+        "hyper_parameters": {"tags": {"b", "a", "c"}, "size": torch.Size([2, 3])},
+    })
+    torch.save(seal(ckpt), path)
+    return ckpt
+
+
+def _corrupt_adam(ckpt: dict) -> None:
+    ckpt["optimizer_states"][0]["state"][0]["exp_avg_sq"].view(-1)[0] += 1.0
+
+
+def _corrupt_step(ckpt: dict) -> None:
+    ckpt["global_step"] = 60
+
+
+def _corrupt_loop(ckpt: dict) -> None:
+    ckpt["loops"]["fit_loop"]["epoch_progress"]["total"]["completed"] = 1
+
+
+@pytest.mark.parametrize("corrupt", [_corrupt_adam, _corrupt_step, _corrupt_loop])
+def test_a_corrupt_training_state_is_a_corrupt_checkpoint_named_by_its_file(saved, corrupt):
+    """The seal covers what a resume restores, not only the weights: a changed optimizer state, step or loop
+    state (saved without a new seal) is refused on load, naming the file; the intact file loads."""
+    path, _ = saved
+    ckpt = _with_training_state(path)
+    assert read_checkpoint(path)["global_step"] == 6  # sealed, saved, loaded in order: the seal holds
+    corrupt(ckpt)
+    torch.save(ckpt, path)
+    with pytest.raises(UserError, match=rf"^{path}: checkpoint is corrupt: its training state"):
+        read_checkpoint(path)
+    assert newest_intact_checkpoint(path.parent.parent) is None  # --resume skips it, with a warning naming it
+
+
+def test_a_format_1_checkpoint_sealed_on_its_weights_only_still_loads(saved):
+    path, model = saved
+    ckpt = _with_training_state(path)
+    record = ckpt["decoderlab"]
+    record["format"] = 1
+    del record["training_checksum"]
+    _corrupt_adam(ckpt)  # format 1 never sealed it: nothing to check it against
+    torch.save(ckpt, path)
+    loaded, _, _ = load_model(path)
+    assert torch.equal(loaded.tok_emb.weight, model.tok_emb.weight)
+    ckpt["state_dict"]["model.tok_emb.weight"][0, 0] += 1.0  # its weights are still checked
+    torch.save(ckpt, path)
+    with pytest.raises(UserError, match=rf"{path}: checkpoint is corrupt: its weights"):
+        read_checkpoint(path)
+
+
+def test_a_format_2_checkpoint_without_its_training_seal_is_refused(saved):
+    path, _ = saved
+    ckpt = _with_training_state(path)
+    del ckpt["decoderlab"]["training_checksum"]
+    torch.save(ckpt, path)
+    with pytest.raises(UserError, match=rf"{path}: checkpoint has no training-state checksum"):
+        read_checkpoint(path)
