@@ -156,3 +156,115 @@ def test_status_is_written_in_place_when_the_disk_has_no_room_for_a_copy(tmp_pat
     rundir.write_status(tmp_path, "failed", error="cannot save checkpoint: no space left on device")
     record = json.loads((tmp_path / "status.json").read_text())
     assert record["status"] == "failed" and "no space left" in record["error"]
+
+
+def test_a_recorded_plugin_module_that_does_not_register_the_component_is_named_with_its_file():
+    """A checkpoint names the module of a plugin component; if that module imports but registers something else
+    (another plugin of the same file name), the load stops on one line naming the module and its file."""
+    import json
+
+    from decoderlab.checkpoint import require_plugins
+
+    record = {"plugins": {"model/norm": {"name": "no_such_norm", "module": "json"}}}
+    with pytest.raises(UserError, match=f"model/norm=no_such_norm from the plugin module 'json', but "
+                                        f"{json.__file__} does not register it"):
+        require_plugins(record, "x.ckpt")
+
+
+def _disk_full(monkeypatch):
+    import errno
+
+    def full(obj, f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+
+
+def test_a_full_disk_at_the_first_checkpoint_says_there_is_nothing_to_resume(tmp_path, monkeypatch):
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    _disk_full(monkeypatch)
+    with pytest.raises(UserError) as err:
+        atomic_save({"state_dict": {}}, path)
+    assert str(err.value) == (f"cannot save checkpoint: no space left on device writing {path}; no earlier checkpoint "
+                              f"exists, so there is nothing to resume from (free some space and start the run again)")
+    assert os.listdir(path.parent) == []
+
+
+def test_a_full_disk_at_a_new_numbered_checkpoint_names_the_ones_kept(saved, monkeypatch):
+    path, _ = saved
+    numbered = path.parent / "step000004.ckpt"
+    _disk_full(monkeypatch)
+    with pytest.raises(UserError) as err:
+        atomic_save({"state_dict": {}}, numbered)
+    assert str(err.value).endswith(f"writing {numbered}; the run's earlier checkpoints are intact (last.ckpt; free "
+                                   f"some space and resume)")
+    assert newest_intact_checkpoint(path.parent.parent) == path
+
+
+def _with_training_state(path: Path) -> dict:
+    """The file at ``path`` with what a Lightning checkpoint adds (optimizer state, loops, step), sealed."""
+    ckpt = _raw(path)
+    weights = ckpt["state_dict"]
+    ckpt.update({
+        "epoch": 0, "global_step": 6,
+        "optimizer_states": [{"state": {i: {"step": torch.tensor(6.0), "exp_avg": torch.randn_like(t),
+                                            "exp_avg_sq": torch.rand_like(t)} for i, t in enumerate(weights.values())},
+                              "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.95), "params": list(range(len(weights)))}]}],
+        "lr_schedulers": [{"last_epoch": 6, "base_lrs": [1e-3]}],
+        "loops": {"fit_loop": {"epoch_progress": {"total": {"ready": 1, "completed": 0}}}},
+        "hyper_parameters": {"tags": {"b", "a", "c"}, "size": torch.Size([2, 3])},
+    })
+    torch.save(seal(ckpt), path)
+    return ckpt
+
+
+def _corrupt_adam(ckpt: dict) -> None:
+    ckpt["optimizer_states"][0]["state"][0]["exp_avg_sq"].view(-1)[0] += 1.0
+
+
+def _corrupt_step(ckpt: dict) -> None:
+    ckpt["global_step"] = 60
+
+
+def _corrupt_loop(ckpt: dict) -> None:
+    ckpt["loops"]["fit_loop"]["epoch_progress"]["total"]["completed"] = 1
+
+
+@pytest.mark.parametrize("corrupt", [_corrupt_adam, _corrupt_step, _corrupt_loop])
+def test_a_corrupt_training_state_is_a_corrupt_checkpoint_named_by_its_file(saved, corrupt):
+    """The seal covers what a resume restores, not only the weights: a changed optimizer state, step or loop
+    state (saved without a new seal) is refused on load, naming the file; the intact file loads."""
+    path, _ = saved
+    ckpt = _with_training_state(path)
+    assert read_checkpoint(path)["global_step"] == 6  # sealed, saved, loaded in order: the seal holds
+    corrupt(ckpt)
+    torch.save(ckpt, path)
+    with pytest.raises(UserError, match=rf"^{path}: checkpoint is corrupt: its training state"):
+        read_checkpoint(path)
+    assert newest_intact_checkpoint(path.parent.parent) is None  # --resume skips it, with a warning naming it
+
+
+def test_a_format_1_checkpoint_sealed_on_its_weights_only_still_loads(saved):
+    path, model = saved
+    ckpt = _with_training_state(path)
+    record = ckpt["decoderlab"]
+    record["format"] = 1
+    del record["training_checksum"]
+    _corrupt_adam(ckpt)  # format 1 never sealed it: nothing to check it against
+    torch.save(ckpt, path)
+    loaded, _, _ = load_model(path)
+    assert torch.equal(loaded.tok_emb.weight, model.tok_emb.weight)
+    ckpt["state_dict"]["model.tok_emb.weight"][0, 0] += 1.0  # its weights are still checked
+    torch.save(ckpt, path)
+    with pytest.raises(UserError, match=rf"{path}: checkpoint is corrupt: its weights"):
+        read_checkpoint(path)
+
+
+def test_a_format_2_checkpoint_without_its_training_seal_is_refused(saved):
+    path, _ = saved
+    ckpt = _with_training_state(path)
+    del ckpt["decoderlab"]["training_checksum"]
+    torch.save(ckpt, path)
+    with pytest.raises(UserError, match=rf"{path}: checkpoint has no training-state checksum"):
+        read_checkpoint(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,54 @@ def test_component_ranges_are_checked_when_a_run_is_validated(overrides, line, c
         validate(compose(overrides))
     key = line.split("=")[0]
     assert [ln.strip(" -") for ln in str(err.value).splitlines() if key + "=" in ln] == [line]
+
+
+@pytest.mark.parametrize("spec", ["0..1", "[1, 0]", "(a, 1)", "[0, 1, 2]", "0, 1"])
+def test_a_malformed_range_is_a_value_error_saying_the_form(spec: str):
+    from decoderlab.ranges import parse
+
+    with pytest.raises(ValueError, match=re.escape(f"range {spec!r} is not of the form '[low, high)'")):
+        parse(spec)
+
+
+def _config_cls(ranges: dict[str, str]) -> type:
+    from decoderlab.registry import ComponentConfig
+
+    @dataclasses.dataclass
+    class KConfig(ComponentConfig):
+        RANGES = ranges
+        k: float = 0.5
+        n: int | None = None
+        flag: bool = True
+
+    return KConfig
+
+
+@pytest.mark.parametrize("ranges, said", [({"k": "0..1", "n": "[1, inf)"}, "RANGES['k']: range '0..1' is not"),
+                                          ({"k": "[0, 1]", "n": "[1, inf)", "kk": "[0, 1]"},
+                                           "RANGES names 'kk', which is not a field")])
+def test_registering_a_component_with_malformed_ranges_is_refused_naming_it(ranges, said):
+    from decoderlab.registry import Registry, RegistryError
+
+    registry = Registry("test/ranges")
+    with pytest.raises(RegistryError, match="test/ranges/k .*" + re.escape(said)):
+        registry.register("k", _config_cls(ranges))(lambda cfg: None)
+    assert "k" not in registry
+
+
+def test_a_numeric_field_without_a_declared_range_is_a_warning_naming_it():
+    from decoderlab.registry import Registry
+
+    registry = Registry("test/ranges")
+    with pytest.warns(UserWarning, match="test/ranges/k .*numeric field\\(s\\) n declare no range"):
+        registry.register("k", _config_cls({"k": "[0, 1]"}))(lambda cfg: None)
+    assert "k" in registry
+
+
+def test_a_malformed_declared_range_at_composition_is_a_line_not_a_crash():
+    from decoderlab.ranges import component_range_problems
+
+    typed = _config_cls({"k": "0..1"})(name="k")
+    assert component_range_problems("model.norm", typed) == [
+        "model.norm.k: the component's declared range '0..1' is not of the form '[low, high)' ('[' / '(' closed / "
+        "open, low <= high, e.g. '(0, inf)')"]

@@ -7,6 +7,8 @@ real CLI for one of them; anything else is refused with one line naming the comp
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -138,3 +140,60 @@ def test_unsupported_components_are_named(overrides, named, tmp_path):
         export_hf(model, tokenizer(), tmp_path)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "model.safetensors").exists()
+
+
+def _saved_run(tmp_path):
+    tok = tokenizer()
+    return write_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", perturbed(gpt("pre"), tok.vocab_size),
+                            tok).parent.parent
+
+
+@pytest.mark.parametrize("out, said", [("afile", "afile is a file, not a directory"),
+                                       ("afile/sub", "afile is a file, so {tmp}/afile/sub cannot be a directory")])
+def test_an_output_path_that_cannot_be_a_directory_is_one_line_naming_it(tmp_path, capsys, out, said):
+    run = _saved_run(tmp_path)
+    (tmp_path / "afile").write_text("keep me")
+    with pytest.raises(SystemExit) as e:
+        main([str(run), str(tmp_path / out)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot export to {tmp_path / out}: ") and len(err.strip().splitlines()) == 1, err
+    assert said.format(tmp=tmp_path) in err
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_an_output_directory_that_cannot_be_written_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    """A read-only directory (simulated: tests may run as root, whom permissions do not stop)."""
+    run = _saved_run(tmp_path)
+
+    def refuse(self, path, *a, **k):
+        raise PermissionError(13, "Permission denied", str(Path(path) / "config.json"))
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained", refuse)
+    with pytest.raises(SystemExit) as e:
+        main([str(run), str(tmp_path / "ro")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: cannot export to {tmp_path / 'ro'}: Permission denied ({tmp_path / 'ro'}/config.json)"
+
+
+@pytest.mark.parametrize("content", ["object", "pickle", "text"])
+def test_a_file_that_is_not_a_checkpoint_is_one_line_naming_it(tmp_path, capsys, content):
+    import pickle
+
+    bad = tmp_path / "bad.ckpt"
+    if content == "object":
+        torch.save({"state_dict": {}, "x": object}, bad)
+    elif content == "pickle":
+        bad.write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    else:
+        bad.write_text("hello world\n")
+    with pytest.raises(SystemExit):
+        main([str(bad), str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot load checkpoint {bad} (corrupt or not a checkpoint): ")
+    assert len(err.strip().splitlines()) == 1, err
+    assert "weights_only" not in err and "Warning" not in err
+    if content == "text":  # torch's own reason for a file that is no archive is a bare "KeyError: '101'"
+        assert err.strip().endswith("not a torch.save archive (truncated, or another kind of file)")
+    assert not (tmp_path / "out").exists()

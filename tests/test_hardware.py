@@ -91,3 +91,21 @@ def test_the_cli_refuses_a_missing_gpu_in_one_line(tmp_path: Path):
     assert "trainer.accelerator=gpu: no CUDA GPU is visible on this machine" in " ".join(text.split())
     assert json.loads((run / "status.json").read_text())["status"] == "failed"
     assert not (run / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("acc", ["tpu", "xla"])
+def test_a_tpu_asked_for_without_torch_xla_is_named_with_the_usable_accelerators(acc, monkeypatch):
+    monkeypatch.setattr(hardware, "xla_available", lambda: False)
+    (problem,) = hardware.device_problems(TrainerConfig(accelerator=acc))
+    assert problem.startswith(f"trainer.accelerator={acc}: no TPU/XLA here (torch_xla is not installed); "
+                              "accelerators this machine can run: auto, cpu")
+
+
+@pytest.mark.slow
+def test_the_cli_refuses_a_tpu_in_one_line(tmp_path: Path):
+    run = tmp_path / "run"
+    out = run_cli(["decoderlab-train", *TINY, f"hydra.run.dir={run}", "logger=csv", "trainer.accelerator=tpu"],
+                  cwd=tmp_path)
+    text = out.stdout + out.stderr
+    assert out.returncode == 1 and "Traceback" not in text and "ModuleNotFoundError" not in text, text[-2000:]
+    assert "trainer.accelerator=tpu: no TPU/XLA here" in " ".join(text.split())

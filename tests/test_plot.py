@@ -128,7 +128,7 @@ def _captured(monkeypatch) -> list:
 
 def _trained_checkpoint(tmp_path: Path, positional: dict, seed: int = 3) -> Path:
     """A checkpoint of a model whose parameters moved away from their init (what training does)."""
-    from decoderlab.checkpoint import write_checkpoint
+    from decoderlab.checkpoint import seal, write_checkpoint
     from decoderlab.components.tokenizers import TOKENIZERS
     from decoderlab.model import Decoder, ModelConfig
 
@@ -140,7 +140,7 @@ def _trained_checkpoint(tmp_path: Path, positional: dict, seed: int = 3) -> Path
             p.add_(torch.randn_like(p))
     path = write_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", model, tok)
     ckpt = torch.load(path, weights_only=True)
-    torch.save({**ckpt, "global_step": 6}, path)  # as Lightning records it
+    torch.save(seal({**ckpt, "global_step": 6}), path)  # as Lightning records it (sealed: it is training state)
     return path
 
 

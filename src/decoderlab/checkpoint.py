@@ -4,9 +4,11 @@ A decoderlab checkpoint is a ``torch.save`` of plain values and tensors (loaded 
 
     state_dict   the Decoder's weights under ``model.`` (Lightning's layout; ``_orig_mod.`` of compile removed on load)
     decoderlab   {"format": FORMAT_VERSION, "model": <the ModelConfig that builds the model, nothing else>,
-                  "vocab_size": V, "tokenizer": <the bound tokenizer's JSON>, "checksum": <sha256 of state_dict>, ...}
+                  "vocab_size": V, "tokenizer": <the bound tokenizer's JSON>, "checksum": <sha256 of state_dict>,
+                  "training_checksum": <sha256 of every other key but this record: optimizer, loops, step...>, ...}
 
-Every load verifies the record: a file that cannot be read, whose checksum does not match its weights, whose
+Every load verifies the record: a file that cannot be read, whose checksums do not match its weights or its
+training state (format 2; format 1 files sealed their weights only and still load), whose
 format is newer than this decoderlab, or whose model record has a field ``ModelConfig`` lacks is an error naming
 the file. Every checkpoint holds the tokenizer it was trained with; loading one never silently pairs it with
 another tokenizer: :func:`require_same_tokenizer` compares fingerprints (what decides the ids, not where a file
@@ -20,6 +22,10 @@ import dataclasses
 import hashlib
 import importlib
 import logging
+import re
+import sys
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +38,7 @@ from decoderlab.errors import UserError
 from decoderlab.model import Decoder, ModelConfig
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: the checksum sealed the weights only; 2: the training state is sealed too
 RECORD_KEY = "decoderlab"
 # Run-level keys that model records written before FORMAT_VERSION 1 carried; dropped when such a file is read.
 _PRE_FORMAT_RUN_KEYS = ("init_from", "param_budget")
@@ -79,6 +85,17 @@ def require_plugins(record: dict[str, Any], source: str) -> None:
                 f"{source} needs the plugin module '{module}' (it provides {group}={need.get('name')}), which cannot "
                 f"be imported ({type(e).__name__}: {e}); put the plugin in ./plugins or on DECODERLAB_PLUGIN_PATH, "
                 f"or pip install the package that provides it") from None
+        if need.get("name") not in registry:
+            where = getattr(sys.modules.get(module), "__file__", None) or module
+            raise UserError(f"{source} needs {group}={need.get('name')} from the plugin module '{module}', but "
+                            f"{where} does not register it (another plugin of the same file name?)")
+
+
+def _hash_tensor(h: Any, t: torch.Tensor) -> None:
+    t = t.detach().to("cpu").contiguous()
+    h.update(f"{t.dtype}:{tuple(t.shape)};".encode())
+    if t.numel():
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself: no copy of the bytes
 
 
 def state_checksum(state_dict: dict[str, torch.Tensor]) -> str:
@@ -89,29 +106,78 @@ def state_checksum(state_dict: dict[str, torch.Tensor]) -> str:
         if not isinstance(t, torch.Tensor):
             h.update(f"{key}={t!r};".encode())
             continue
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(f"{key}:".encode())
+        _hash_tensor(h, t)
+    return h.hexdigest()
+
+
+def _hash_tree(h: Any, obj: Any) -> None:
+    """Feed ``obj`` (what a weights-only load returns: dicts, lists, tuples, tensors, plain values) into ``h``, the
+    structure included; dicts in their order, which ``torch.save``/``torch.load`` keep."""
+    if isinstance(obj, torch.Tensor):
+        h.update(b"T")
+        _hash_tensor(h, obj)
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}{{".encode())
+        for key, value in obj.items():
+            h.update(f"{type(key).__name__}:{key!r}=".encode())
+            _hash_tree(h, value)
+        h.update(b"}")
+    elif isinstance(obj, set | frozenset):  # no order of its own (strings hash differently in each process)
+        h.update(f"{type(obj).__name__}{len(obj)}{{".encode())
+        for value in sorted(obj, key=repr):
+            _hash_tree(h, value)
+        h.update(b"}")
+    elif isinstance(obj, list | tuple):
+        h.update(f"{type(obj).__name__}{len(obj)}[".encode())
+        for value in obj:
+            _hash_tree(h, value)
+        h.update(b"]")
+    else:
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+
+
+def training_checksum(ckpt: dict[str, Any]) -> str:
+    """sha256 of everything a checkpoint holds besides its weights and its decoderlab record: what a resume
+    restores (optimizer and scheduler states, loops, callbacks, step, epoch, hyper-parameters)."""
+    h = hashlib.sha256()
+    _hash_tree(h, {k: v for k, v in ckpt.items() if k not in ("state_dict", RECORD_KEY)})
     return h.hexdigest()
 
 
 def seal(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """Stamp the checksum of ``ckpt["state_dict"]`` (and the format version) into its decoderlab record."""
+    """Stamp the checksums (and the format version) into the decoderlab record: ``checksum`` of the weights
+    (``ckpt["state_dict"]``), ``training_checksum`` of the rest of the training state (format 2 on)."""
     if RECORD_KEY in ckpt and "state_dict" in ckpt:
         record = ckpt[RECORD_KEY]
-        record.setdefault("format", FORMAT_VERSION)
+        record["format"] = FORMAT_VERSION
         record["checksum"] = state_checksum(ckpt["state_dict"])
+        record["training_checksum"] = training_checksum(ckpt)
     return ckpt
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to ``path`` such that a kill at any moment leaves either the old or the new file; a failed
     save removes its temporary file."""
+    path = Path(path)
+    replaced = path.is_file()
     try:
         with rundir.atomic_open(path) as f:
             torch.save(obj, f)
-    except rundir.DiskFullError as e:  # a user-facing failure: the run ends "failed", the last checkpoint kept
-        raise UserError(f"cannot save checkpoint: {e}") from None
+    except rundir.DiskFullError:  # a user-facing failure: the run ends "failed", what was saved before kept
+        raise UserError(f"cannot save checkpoint: no space left on device writing {path}; "
+                        f"{_what_is_left(path, replaced)}") from None
+
+
+def _what_is_left(path: Path, replaced: bool) -> str:
+    """After a save of ``path`` failed for want of space: what a resume of the run can start from."""
+    if replaced:
+        return "the previous file is intact (free some space and resume)"
+    others = sorted(p.name for p in path.parent.glob("*.ckpt") if p != path)
+    if others:
+        return f"the run's earlier checkpoints are intact ({', '.join(others)}; free some space and resume)"
+    return ("no earlier checkpoint exists, so there is nothing to resume from (free some space and start the run "
+            "again)")
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
@@ -120,10 +186,26 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise UserError(f"cannot load checkpoint {path} (corrupt or not a checkpoint): {type(e).__name__}: {e}") \
+        raise UserError(f"cannot load checkpoint {path} (corrupt or not a checkpoint): {_load_failure(path, e)}") \
             from None
+
+
+def _load_failure(path: Path, e: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in one line (torch's own text is a page of advice on loading
+    the file unsafely, or a bare ``KeyError: '101'`` for a file that is no torch archive at all)."""
+    text = str(e)
+    if "Weights only load failed" in text:
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", text)
+        why = f" ({detail.group(1).strip().rstrip('.')})" if detail and detail.group(1).strip() else ""
+        return f"it holds objects other than plain values and tensors, refused by a weights-only load{why}"
+    if not zipfile.is_zipfile(path):
+        return "not a torch.save archive (truncated, or another kind of file)"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def verify(ckpt: Any, source: str | Path) -> dict[str, Any]:
@@ -140,6 +222,13 @@ def verify(ckpt: Any, source: str | Path) -> dict[str, Any]:
         raise UserError(f"{source}: checkpoint has no checksum (an incomplete write?)")
     if expected is not None and state_checksum(ckpt["state_dict"]) != expected:
         raise UserError(f"{source}: checkpoint is corrupt: its weights do not match the checksum saved with them")
+    if version is not None and version >= 2:  # format 1 sealed the weights only
+        expected = record.get("training_checksum")
+        if expected is None:
+            raise UserError(f"{source}: checkpoint has no training-state checksum (an incomplete write?)")
+        if training_checksum(ckpt) != expected:
+            raise UserError(f"{source}: checkpoint is corrupt: its training state (optimizer, loops, step) does not "
+                            f"match the checksum saved with it")
     return ckpt
 
 

@@ -254,13 +254,37 @@ def save_tokenizer(tokenizer: Tokenizer, out: Path) -> None:
     fast.save_pretrained(str(out))
 
 
+def output_problem(out: Path) -> str | None:
+    """Why ``out`` cannot become the export directory (a file is there, or on its way), else None; checked before
+    the conversion so a mistake costs nothing. Permissions are left to the write itself (root ignores them)."""
+    if out.exists() and not out.is_dir():
+        return f"{out} is a file, not a directory"
+    for parent in out.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"{parent} is a file, so {out} cannot be a directory under it"
+    return None
+
+
 def export_hf(model: Decoder, tokenizer: Tokenizer, out: str | Path) -> Path:
-    """Write ``model`` and ``tokenizer`` as a ``transformers`` model directory (safetensors)."""
+    """Write ``model`` and ``tokenizer`` as a ``transformers`` model directory (safetensors); an output path that
+    cannot be written is a :class:`UserError` naming it."""
     out = Path(out)
+    problem = output_problem(out)
+    if problem:
+        raise UserError(f"cannot export to {out}: {problem}; give a new or existing directory")
     hf = to_hf_model(model)
-    out.mkdir(parents=True, exist_ok=True)
-    hf.save_pretrained(str(out))
-    save_tokenizer(tokenizer, out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        hf.save_pretrained(str(out))
+        save_tokenizer(tokenizer, out)
+    except Exception as e:  # read-only, full, vanished: the path and the reason, not a traceback
+        if not (isinstance(e, OSError) or type(e).__name__ == "SafetensorError"):  # safetensors' I/O errors
+            raise
+        if isinstance(e, OSError) and e.strerror:
+            reason = e.strerror + (f" ({e.filename})" if e.filename and str(e.filename) != str(out) else "")
+        else:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot export to {out}: {reason}") from None
     log.info("exported %s model (%s) to %s", hf.config.model_type, type(hf).__name__, out)
     return out
 

@@ -6,6 +6,7 @@ from deep inside; :func:`device_problems` turns each into one line naming the ke
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import torch
@@ -13,6 +14,25 @@ import torch
 from decoderlab.components.attention import FLEX_MIN_HEAD_DIM
 
 GPU_NAMES = ("gpu", "cuda")
+XLA_NAMES = ("tpu", "xla")  # Lightning's names for a TPU (through torch_xla)
+
+
+def xla_available() -> bool:
+    """Whether torch_xla (what Lightning drives a TPU with) is installed; not imported (it is slow and may grab the
+    device)."""
+    return importlib.util.find_spec("torch_xla") is not None
+
+
+def usable_accelerators() -> list[str]:
+    """The ``trainer.accelerator`` values this machine can run."""
+    out = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        out += ["cuda", "gpu"]
+    if torch.backends.mps.is_available():
+        out.append("mps")
+    if xla_available():
+        out.append("tpu")
+    return out
 
 
 def target_device(accelerator: str) -> str:
@@ -54,6 +74,10 @@ def device_problems(trainer: Any, model: Any = None) -> list[str]:
         return out
     if acc == "mps" and not torch.backends.mps.is_available():
         out.append("trainer.accelerator=mps: no Apple GPU (MPS) is available here; use trainer.accelerator=cpu")
+        return out
+    if acc in XLA_NAMES and not xla_available():
+        out.append(f"trainer.accelerator={acc}: no TPU/XLA here (torch_xla is not installed); accelerators this "
+                   f"machine can run: {', '.join(usable_accelerators())}")
         return out
     device = target_device(acc)
     if precision.startswith("bf16") and device == "cuda" and not torch.cuda.is_bf16_supported():

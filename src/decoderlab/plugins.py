@@ -9,6 +9,7 @@ Folders searched: ``$DECODERLAB_PLUGIN_PATH`` (``os.pathsep``-separated) if set,
 
 from __future__ import annotations
 
+import hashlib
 import importlib.abc
 import importlib.metadata
 import importlib.util
@@ -35,22 +36,65 @@ def plugin_dirs() -> list[Path]:
     return out
 
 
+MODULE_PREFIX = "decoderlab_plugin_"
+
+
+def _dir_tag(folder: Path) -> str:
+    """A short, stable tag of a plugin folder (its resolved path): it tells apart plugins with the same file name."""
+    return hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:8]
+
+
+def _plugin_target(folder: Path, stem: str) -> Path | None:
+    """The file that defines plugin ``stem`` in ``folder`` (``stem.py`` or ``stem/__init__.py``), if any."""
+    for file in (folder / f"{stem}.py", folder / stem / "__init__.py"):
+        if file.is_file():
+            return file
+    return None
+
+
+def module_name(path: Path) -> str:
+    """The module name of the plugin file or package ``path``: ``decoderlab_plugin_<stem>`` for the first plugin
+    of that name in :func:`plugin_dirs` order (the name checkpoints have always recorded), and
+    ``decoderlab_plugin_<stem>__<folder tag>`` for a plugin of the same name in a later folder, so that neither
+    hides the other (``./plugins/dyt.py`` beside the shipped ``plugins/dyt.py``)."""
+    stem, folder = path.name.removesuffix(".py"), path.parent.resolve()
+    for d in plugin_dirs():
+        if _plugin_target(d, stem) is not None:
+            if d.resolve() == folder:
+                return MODULE_PREFIX + stem
+            break
+    return f"{MODULE_PREFIX}{stem}__{_dir_tag(folder)}"
+
+
+def _split_module_name(name: str) -> tuple[str, str | None]:
+    """``decoderlab_plugin_dyt__1a2b3c4d`` -> ("dyt", "1a2b3c4d"); ``decoderlab_plugin_dyt`` -> ("dyt", None)."""
+    stem = name.removeprefix(MODULE_PREFIX)
+    base, sep, tag = stem.rpartition("__")
+    if sep and base and len(tag) == 8 and all(c in "0123456789abcdef" for c in tag):
+        return base, tag
+    return stem, None
+
+
 class _PluginFinder(importlib.abc.MetaPathFinder):
-    """Imports a file plugin by its module name (``decoderlab_plugin_<stem>``) in a fresh process.
+    """Imports a file plugin by its module name (see :func:`module_name`) in a fresh process.
 
     Workers that unpickle Hydra's config store (submitit) meet classes from ``decoderlab_plugin_*`` modules
-    before any plugin discovery ran; this finder lets them import those modules by name.
+    before any plugin discovery ran, and a checkpoint names the plugin module of its components; this finder lets
+    them import those modules by name: ``decoderlab_plugin_<stem>`` is the first folder's plugin of that name,
+    ``decoderlab_plugin_<stem>__<tag>`` the one in the folder with that tag.
     """
 
     def find_spec(self, name: str, path: object = None, target: object = None):  # noqa: ANN201
-        if not name.startswith("decoderlab_plugin_"):
+        if not name.startswith(MODULE_PREFIX) or "." in name:
             return None
-        stem = name.removeprefix("decoderlab_plugin_")
+        stem, tag = _split_module_name(name)
         for d in plugin_dirs():
-            for file in (d / f"{stem}.py", d / stem / "__init__.py"):
-                if file.is_file():
-                    locs = [str(file.parent)] if file.name == "__init__.py" else None
-                    return importlib.util.spec_from_file_location(name, file, submodule_search_locations=locs)
+            if tag is not None and _dir_tag(d) != tag:
+                continue
+            file = _plugin_target(d, stem)
+            if file is not None:
+                locs = [str(file.parent)] if file.name == "__init__.py" else None
+                return importlib.util.spec_from_file_location(name, file, submodule_search_locations=locs)
         return None
 
 
@@ -69,11 +113,20 @@ def _load_file(path: Path) -> None:
     key = f"file:{path.resolve()}"
     if key in _loaded:
         return
-    mod_name = f"decoderlab_plugin_{path.stem}"
-    if mod_name in sys.modules:  # already imported by module name (see _PluginFinder)
-        _loaded[key] = "ok"
-        return
     target = path / "__init__.py" if path.is_dir() else path
+    # Its module name; should another file hold that name already (imported by name before the folders changed),
+    # this one loads under its folder-tagged name rather than be reported loaded without ever running.
+    for mod_name in dict.fromkeys([module_name(path), f"{MODULE_PREFIX}{path.name.removesuffix('.py')}__"
+                                                      f"{_dir_tag(path.parent)}"]):
+        imported = sys.modules.get(mod_name)
+        if imported is None:
+            break
+        if _same_file(getattr(imported, "__file__", None), target):  # already imported by name (_PluginFinder)
+            _loaded[key] = "ok"
+            return
+    else:
+        _warn(str(path), ImportError(f"its module names are taken by other files ({mod_name})"))
+        return
     spec = importlib.util.spec_from_file_location(
         mod_name, target, submodule_search_locations=[str(path)] if path.is_dir() else None
     )
@@ -86,6 +139,13 @@ def _load_file(path: Path) -> None:
     except Exception as e:  # noqa: BLE001 - a broken plugin must not take the framework down
         sys.modules.pop(mod_name, None)
         _warn(str(path), e)
+
+
+def _same_file(a: str | None, b: Path) -> bool:
+    try:
+        return a is not None and Path(a).resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def loaded() -> dict[str, str]:

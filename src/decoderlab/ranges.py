@@ -8,8 +8,10 @@ value and the allowed range.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import re
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -35,10 +37,21 @@ RANGES: dict[str, str] = {
 }
 
 
+_SPEC = re.compile(r"^\s*([\[(])\s*([^,\s]+)\s*,\s*([^,\s]+)\s*([\])])\s*$")
+
+
 def parse(spec: str) -> tuple[float, bool, float, bool]:
-    """``"[0, 1)"`` -> (0.0, True, 1.0, False): low, low included, high, high included."""
-    lo, hi = (p.strip() for p in spec[1:-1].split(","))
-    return float(lo), spec[0] == "[", float(hi), spec[-1] == "]"
+    """``"[0, 1)"`` -> (0.0, True, 1.0, False): low, low included, high, high included. A spec not of that form
+    (``"0..1"``, ``"[1, 0]"``) raises ValueError saying so."""
+    m = _SPEC.match(spec) if isinstance(spec, str) else None
+    try:
+        lo, hi = float(m.group(2)), float(m.group(3))  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        lo = hi = math.nan
+    if math.isnan(lo) or math.isnan(hi) or lo > hi:
+        raise ValueError(f"range {spec!r} is not of the form '[low, high)' ('[' / '(' closed / open, "
+                         f"low <= high, e.g. '(0, inf)')")
+    return lo, m.group(1) == "[", hi, m.group(4) == "]"  # type: ignore[union-attr]
 
 
 def in_range(value: float, spec: str) -> bool:
@@ -66,14 +79,50 @@ def declared_ranges(config_cls: type) -> dict[str, str]:
     return out
 
 
+def numeric_fields(config_cls: type) -> list[str]:
+    """The fields of a config dataclass holding a number (``int``, ``float``, ``int | None``...; not ``bool``,
+    not a container of numbers): each needs a declared range."""
+    out = []
+    for f in dataclasses.fields(config_cls):
+        words = set(re.findall(r"[A-Za-z_]\w*", f.type if isinstance(f.type, str) else repr(f.type)))
+        words |= {getattr(f.type, "__name__", "")}
+        if words & {"int", "float"} and not words & {"bool", "list", "tuple", "dict", "set", "List", "Tuple", "Dict",
+                                                      "Sequence", "Mapping", "Any"}:
+            out.append(f.name)
+    return out
+
+
+def declaration_problems(config_cls: type) -> tuple[list[str], list[str]]:
+    """What is wrong with a component config's ``RANGES``: (malformed entries, numeric fields without a range).
+    A malformed entry is a range that does not parse or names no field of the config."""
+    declared = declared_ranges(config_cls)
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    malformed = []
+    for field, spec in declared.items():
+        if field not in fields:
+            malformed.append(f"RANGES names '{field}', which is not a field of {config_cls.__qualname__}")
+            continue
+        try:
+            parse(spec)
+        except ValueError as e:
+            malformed.append(f"RANGES['{field}']: {e}")
+    return malformed, [f for f in numeric_fields(config_cls) if f not in declared]
+
+
 def component_range_problems(key: str, typed: Any) -> list[str]:
-    """One line per field of a registry config (``typed``, at config key ``key``) outside its declared range."""
+    """One line per field of a registry config (``typed``, at config key ``key``) outside its declared range (or
+    whose declared range is malformed)."""
     out = []
     for field, spec in declared_ranges(type(typed)).items():
         value = getattr(typed, field, None)
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        if not in_range(value, spec):
+        try:
+            ok = in_range(value, spec)
+        except ValueError as e:
+            out.append(f"{key}.{field}: the component's declared {e}")
+            continue
+        if not ok:
             out.append(f"{key}.{field}={value} is out of range: allowed {spec}")
     return out
 

@@ -9,6 +9,8 @@ overridable with no YAML file.
 from __future__ import annotations
 
 import dataclasses
+import sys
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -71,7 +73,8 @@ class Registry(Generic[T]):
         """Class/function decorator: ``@POSITIONAL.register("rope", RopeConfig)``.
 
         The builder is called as ``builder(cfg, **context)`` where ``cfg`` is a ``config_cls`` instance.
-        A duplicate name raises :class:`RegistryError`.
+        A duplicate name, or a malformed ``RANGES`` (a range that does not parse, or names no field), raises
+        :class:`RegistryError`; a numeric field with no declared range is a warning (its values go unchecked).
         """
         if not dataclasses.is_dataclass(config_cls) or "name" not in {f.name for f in dataclasses.fields(config_cls)}:
             raise TypeError(f"{self.group}/{name}: config class must be a dataclass with a 'name' field")
@@ -83,6 +86,7 @@ class Registry(Generic[T]):
                     f"duplicate {self.group} component '{name}': already registered by {prev}, "
                     f"now again by {builder.__module__}"
                 )
+            _check_ranges(f"{self.group}/{name}", config_cls, builder.__module__)
             self._entries[name] = Entry(name, builder, config_cls, builder.__module__)
             _store(self.group, name, config_cls)
             return builder
@@ -155,3 +159,18 @@ def to_dataclass(registry: Registry, cfg: Any) -> Any:
 
 def _store(group: str, name: str, config_cls: type) -> None:
     ConfigStore.instance().store(group=group, name=name, node=config_cls(name=name), provider="decoderlab")
+
+
+def _check_ranges(component: str, config_cls: type, module: str) -> None:
+    """A component's ``RANGES`` must parse and name its fields (else :class:`RegistryError`: a plugin declaring them
+    so fails to load, with the warning naming it); a numeric field without a range is warned about by name."""
+    from decoderlab.ranges import declaration_problems
+
+    malformed, undeclared = declaration_problems(config_cls)
+    where = getattr(sys.modules.get(module), "__file__", None) or module
+    if malformed:
+        raise RegistryError(f"{component} (registered by {where}): {'; '.join(malformed)}")
+    if undeclared:
+        warnings.warn(f"{component} (registered by {where}): numeric field(s) {', '.join(undeclared)} declare no "
+                      f"range in its config's RANGES, so their values are not checked; add e.g. "
+                      f"RANGES = {{{undeclared[0]!r}: '(0, inf)'}}", stacklevel=4)

@@ -5,7 +5,7 @@ For a plugin author, one command runs the battery on the components their plugin
     python -m decoderlab.testing --plugins path/to/plugins      # add --all to include the core, -m "not slow" ...
 
 It loads the plugins (a plugin that fails to import is an error here, not a warning), then builds a tiny decoder
-with each component swapped into the default config and checks: the config passes its own ``check()``; output
+with each component swapped into the default config and checks: the config passes its own ``check()``; its ``RANGES`` parse and cover every numeric field; output
 shapes; causality by future-token perturbation; finite gradients for every trainable parameter; a
 ``torch.save``/``torch.load(weights_only=True)`` state-dict round trip; determinism under a seed (dropout
 included); bf16 forwards (autocast and pure) finite and close to fp32; KV-cached decoding equal to the full

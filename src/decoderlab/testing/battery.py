@@ -134,6 +134,25 @@ def check_config(case: Case) -> None:
             assert not problems, f"{_where(case)} {group}.check() rejects the tiny default model: {problems}"
 
 
+def check_ranges(case: Case) -> None:
+    """The component's config declares a range for every numeric field (``RANGES``), each range parses and names
+    a field, and the case's values lie in their ranges: composition checks a user's values against these."""
+    from decoderlab.components import MODEL_REGISTRIES
+    from decoderlab.ranges import component_range_problems, declaration_problems
+
+    for slot, cfg in case.slots.items():
+        group = f"model/{slot}"
+        entry = MODEL_REGISTRIES[group].get(cfg["name"])
+        malformed, undeclared = declaration_problems(entry.config_cls)
+        assert not malformed, f"{_where(case)} {group}={entry.name}: {'; '.join(malformed)}"
+        assert not undeclared, (f"{_where(case)} {group}={entry.name}: numeric field(s) {', '.join(undeclared)} have "
+                                f"no declared range: add them to {entry.config_cls.__qualname__}.RANGES "
+                                f"(e.g. {{{undeclared[0]!r}: '(0, inf)'}})")
+        typed = MODEL_REGISTRIES[group].build_config(dict(cfg))
+        bad = component_range_problems(f"model.{slot}", typed)
+        assert not bad, f"{_where(case)} its defaults are outside their declared ranges: {'; '.join(bad)}"
+
+
 def check_shapes(case: Case) -> None:
     """Logits are (B, T, vocab) float32 for T = 1, a middle length and block_size."""
     model = case.build()
@@ -351,5 +370,5 @@ def check_fullgraph(case: Case, backend: str = "aot_eager") -> None:
         torch._dynamo.reset()
 
 
-CHECKS = [check_config, check_shapes, check_causal, check_grads, check_state_dict_roundtrip, check_determinism,
+CHECKS = [check_config, check_ranges, check_shapes, check_causal, check_grads, check_state_dict_roundtrip, check_determinism,
           check_bf16, check_kv_cache, check_position_effect, check_score_mod]
