@@ -48,3 +48,18 @@ def test_the_skip_rule_wants_a_completed_run_of_the_same_config(tmp_path: Path, 
 
 def test_no_status_is_not_finished(tmp_path: Path):
     assert not rundir.is_finished(tmp_path / "never-ran", "abc")
+
+
+def test_a_full_disk_says_whether_the_file_it_replaces_is_intact(tmp_path: Path):
+    import errno
+
+    for existed, kept in ((True, "the previous file is intact"), (False, "it was not written (there was no earlier "
+                                                                          "one)")):
+        path = tmp_path / f"status-{existed}.json"
+        if existed:
+            path.write_text("old")
+        with pytest.raises(rundir.DiskFullError) as e, rundir.atomic_open(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        assert str(e.value) == f"no space left on device writing {path}; {kept}; free some space"
+        assert (path.read_text() == "old") if existed else not path.exists()
+        assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

@@ -184,6 +184,7 @@ def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
     A failed write removes its temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    existed = path.exists()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -195,8 +196,8 @@ def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if disk_full(e):
-            raise DiskFullError(f"no space left on device writing {path}; the previous file is intact "
-                                "(free some space and resume)") from None
+            kept = "the previous file is intact" if existed else "it was not written (there was no earlier one)"
+            raise DiskFullError(f"no space left on device writing {path}; {kept}; free some space") from None
         raise
 
 
