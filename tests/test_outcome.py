@@ -34,10 +34,10 @@ def test_task_returns_the_objective(monkeypatch, tmp_path):
     monkeypatch.setattr(train, "plan_requested", lambda: False)
     monkeypatch.setattr(train, "run_dir", lambda: tmp_path)
     monkeypatch.setattr(train, "_multirun", lambda: False)
-    monkeypatch.setattr(train, "run", lambda cfg, out, fp, catcher: math.inf)
+    monkeypatch.setattr(train, "run", lambda cfg, out, fp, catcher, claim=None: math.inf)
     monkeypatch.setattr(train.rundir, "fingerprint", lambda cfg: "fp")
     assert math.isnan(train.task(None))
-    monkeypatch.setattr(train, "run", lambda cfg, out, fp, catcher: 1.5)
+    monkeypatch.setattr(train, "run", lambda cfg, out, fp, catcher, claim=None: 1.5)
     assert train.task(None) == 1.5
 
 

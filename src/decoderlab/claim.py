@@ -2,8 +2,8 @@
 shared by ``decoderlab-train``, ``--resume``, every sweep launcher and the Python API.
 
 A refused run leaves the directory exactly as it was. Hydra saves ``.hydra/`` and opens ``train.log`` before the
-task runs, so a single run is claimed earlier, in Hydra's ``on_run_start`` callback (:func:`claim_before_hydra`,
-from :class:`decoderlab.config.RefuseUnsafeConfig`); a sweep's jobs are claimed by the launcher before any of
+task runs, so a single run is claimed earlier, in Hydra's ``on_run_start`` callback (:class:`ClaimRunDirectory`,
+registered in conf/train.yaml after :class:`decoderlab.config.RefuseUnsafeConfig`); a sweep's jobs are claimed by the launcher before any of
 them runs (:func:`decoderlab.sweep.jobs.claim_job`). The task claims again (re-entrant: the same lock), which
 covers whatever reached it without either.
 """
@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+
+from hydra.experimental.callback import Callback
 
 from decoderlab import resume, rundir
 from decoderlab.errors import RefusedConfig, UserError
@@ -61,10 +63,9 @@ def claim_before_hydra(config: Any) -> None:
         return
     from omegaconf import OmegaConf
 
-    from decoderlab.sweep.jobs import task_config
 
     out = Path(os.path.abspath(str(OmegaConf.select(config, "hydra.run.dir"))))
-    cfg = task_config(config)
+    cfg = rundir.task_config(config)
     try:
         held, _ = claim(out, rundir.fingerprint(cfg), mode(multirun=False))
     except UserError as e:
@@ -78,3 +79,11 @@ def claim_before_hydra(config: Any) -> None:
             held.release()
             raise RefusedConfig(str(e)) from None
     _CLAIMED.append(held)
+
+
+class ClaimRunDirectory(Callback):
+    """A Hydra callback (``hydra.callbacks`` in conf/train.yaml): a single run claims its directory before Hydra
+    writes ``.hydra/`` or ``train.log`` there (:func:`claim_before_hydra`)."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        claim_before_hydra(config)

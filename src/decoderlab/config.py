@@ -295,16 +295,13 @@ def safety_problems(cfg: DictConfig, targets: bool = True, prefix: str = "") -> 
 class RefuseUnsafeConfig(Callback):
     """A Hydra callback (``hydra.callbacks`` in conf/train.yaml): a literal secret or a disallowed ``_target_``
     written in a YAML file is refused before Hydra saves the composed config (``.hydra/config.yaml`` of a run,
-    ``multirun.yaml`` of a sweep), and so is a run directory that holds another run (:mod:`decoderlab.claim`).
-    Command-line secrets are refused earlier still (:func:`check_no_secret_overrides`);
+    ``multirun.yaml`` of a sweep); a run directory that holds another run is refused next, as early
+    (:class:`decoderlab.claim.ClaimRunDirectory`). Command-line secrets are refused earlier still (:func:`check_no_secret_overrides`);
     each sweep point is checked before its job starts (the decoderlab and basic launchers; the sweeper under
     submitit)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         refuse_unsafe(config)
-        from decoderlab.claim import claim_before_hydra  # a refused run directory is left as it was, too
-
-        claim_before_hydra(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         refuse_unsafe(config)

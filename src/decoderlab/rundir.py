@@ -270,6 +270,18 @@ def is_finished(run_dir: str | Path, fingerprint: str) -> bool:
     return bool(status) and status.get("status") == "completed" and status.get("fingerprint") == fingerprint
 
 
+def task_config(config: DictConfig) -> DictConfig:
+    """A run's task config: its composed config without the ``hydra`` node (as Hydra's ``run_job`` does)."""
+    import copy
+
+    from omegaconf import open_dict, read_write
+
+    cfg = copy.deepcopy(config)
+    with read_write(cfg), open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
 def fingerprint(cfg: DictConfig) -> str:
     """sha256 of a task config (no ``hydra`` node), resolved, as sorted YAML: what :func:`is_finished` compares."""
     try:

@@ -14,9 +14,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from decoderlab.overrides import override_key, variant_label, varying
-from decoderlab.rundir import fingerprint, is_finished
+from decoderlab.rundir import fingerprint, is_finished, task_config
 from decoderlab.sweep.execute import Pool
-from decoderlab.sweep.jobs import set_aside, task_config
+from decoderlab.sweep.jobs import set_aside
 from decoderlab.sweep.results import JobResult, collect, describe_exit, write_summary
 
 

@@ -10,26 +10,15 @@ interrupted run of another config is refused (it fails, naming the directory), n
 
 from __future__ import annotations
 
-import copy
 import logging
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, open_dict, read_write
-
 from decoderlab import rundir
 
 log = logging.getLogger("decoderlab.sweep")
-
-
-def task_config(sweep_cfg: DictConfig) -> DictConfig:
-    """A job's task config: its composed config without the ``hydra`` node (as Hydra's ``run_job`` does)."""
-    cfg = copy.deepcopy(sweep_cfg)
-    with read_write(cfg), open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
 
 
 def set_aside(job_dir: Path, sweep_dir: Path) -> Path | None:

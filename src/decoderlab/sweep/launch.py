@@ -32,10 +32,10 @@ from decoderlab.errors import ConfigError, RefusedConfig
 from decoderlab.overrides import override_key, quote, sweep_axes, varying
 from decoderlab.plan import PLAN_ENV, PlanRow, plan_requested, plan_row, print_plan
 from decoderlab.resume import RESUME_ENV
-from decoderlab.rundir import SKIP_REASON, fingerprint, is_finished
+from decoderlab.rundir import SKIP_REASON, fingerprint, is_finished, task_config
 from decoderlab.sweep import results as R
 from decoderlab.sweep.execute import Pool, sigterm_as_interrupt
-from decoderlab.sweep.jobs import claim_job, task_config
+from decoderlab.sweep.jobs import claim_job
 from decoderlab.wandb_names import JOB_ENV, searching
 
 log = logging.getLogger("decoderlab.sweep")

@@ -156,8 +156,8 @@ def claim_job_dirs(config: Any, composed: Sequence[Any], batch: Sequence[Sequenc
     from omegaconf import OmegaConf, open_dict
 
     from decoderlab.errors import RefusedConfig
-    from decoderlab.rundir import fingerprint
-    from decoderlab.sweep.jobs import claim_job, task_config
+    from decoderlab.rundir import fingerprint, task_config
+    from decoderlab.sweep.jobs import claim_job
     from decoderlab.sweep.launch import axes, varying_of
 
     sweep_dir = Path(os.path.abspath(str(config.hydra.sweep.dir)))
