@@ -39,6 +39,7 @@ def test_every_registered_encoding_gets_a_figure(name, tmp_path):
 
 @dataclass
 class _EveryHookConfig(ComponentConfig):
+    RANGES = {"scale": "(-inf, inf)"}
     scale: float = 0.5
 
 

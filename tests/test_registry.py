@@ -12,6 +12,7 @@ from decoderlab.registry import ComponentConfig, Registry, RegistryError
 
 @dataclass
 class _Cfg(ComponentConfig):
+    RANGES = {"width": "[1, inf)"}
     width: int = 3
 
 
