@@ -113,3 +113,17 @@ def test_a_checkpoint_past_max_steps_is_refused_not_reported_as_a_run(tmp_path: 
     assert not (tmp_path / "b" / "summary.json").exists()
     out = run_cli(["decoderlab-train", "--resume", str(run), "trainer.max_steps=3"], cwd=tmp_path)
     assert out.returncode == 1 and "the run is at step 4, past trainer.max_steps=3" in " ".join(out.stderr.split())
+
+
+def test_a_completed_run_resumed_with_no_step_left_is_refused_and_keeps_its_summary(tmp_path: Path, tiny_corpus: Path):
+    """A resume at trainer.max_steps trained nothing and rewrote summary.json with no training figures."""
+    run = _train(tmp_path, tiny_corpus, "a", "trainer.max_steps=4", "trainer.val_check_interval=2")
+    before = {n: (run / n).read_bytes() for n in ("summary.json", "status.json", "metrics.csv")}
+    out = run_cli(["decoderlab-train", "--resume", str(run)], cwd=tmp_path)
+    assert out.returncode == 1 and "the run is at step 4, at trainer.max_steps=4: nothing to train; give " \
+                                   "trainer.max_steps > 4" in " ".join(out.stderr.split()), out.stderr[-2000:]
+    assert {n: (run / n).read_bytes() for n in before} == before
+    out = run_cli(["decoderlab-train", *TINY, *COMMON, f"data.paths=[{tiny_corpus}]", f"hydra.run.dir={tmp_path}/b",
+                   f"trainer.ckpt_path={run}/checkpoints/last.ckpt", "trainer.max_steps=4"], cwd=tmp_path)
+    assert out.returncode == 1 and "holds step 4, at trainer.max_steps=4: nothing to train" in " ".join(
+        out.stderr.split())

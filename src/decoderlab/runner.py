@@ -127,15 +127,17 @@ def build_model(cfg: DictConfig, vocab_size: int, tokenizer: Any = None) -> Deco
     return maybe_init_from(cfg, model, tokenizer)  # init_from: weights (and a grown vocabulary)
 
 
-def _check_steps_left(cfg: DictConfig, path: str, resumed: bool) -> None:
-    """A checkpoint past ``trainer.max_steps`` would train nothing and report its step as the run's: refused."""
+def _check_steps_left(cfg: DictConfig, path: str, resumed: bool, prior: str | None) -> None:
+    """A checkpoint with no step left to train is refused: the run would train nothing and rewrite its summary with
+    no training figures. A resume of a run interrupted at its last step (during the final validation) may finish
+    it; ``prior``: the status the run directory held."""
     from decoderlab.checkpoint import read_checkpoint  # lazy: imports torch's serialization helpers
 
     step, last = read_checkpoint(path)["global_step"], cfg.trainer.max_steps
-    if step > last:
+    if step > last or (step == last and not (resumed and prior == "interrupted")):
         what = "the run is at" if resumed else f"trainer.ckpt_path={path} holds"
-        raise ConfigError(f"{what} step {step}, past trainer.max_steps={last}: nothing to train; "
-                          f"give trainer.max_steps > {step}")
+        raise ConfigError(f"{what} step {step}, {'past' if step > last else 'at'} trainer.max_steps={last}: "
+                          f"nothing to train; give trainer.max_steps > {step}")
 
 
 def preflight(cfg: DictConfig, out: Path) -> tuple[str, Path | None]:
@@ -150,7 +152,8 @@ def preflight(cfg: DictConfig, out: Path) -> tuple[str, Path | None]:
     text = saved_config(cfg)
     ckpt = resume.resume_point(out, text) if resume.resuming() is not None else None
     if ckpt is not None or cfg.trainer.ckpt_path:
-        _check_steps_left(cfg, str(ckpt or cfg.trainer.ckpt_path), resumed=ckpt is not None)
+        _check_steps_left(cfg, str(ckpt or cfg.trainer.ckpt_path), resumed=ckpt is not None,
+                          prior=(rundir.read_status(out) or {}).get("status"))
     return text, ckpt
 
 

@@ -94,6 +94,8 @@ def task(cfg: Any) -> float | None:
         catcher.restore()
         if held is not None:
             held.release()
+        if _multirun():  # a job resumed in this process (basic, submitit): the next job is not a resume
+            os.environ.pop(resume.RESUME_ENV, None)
 
 
 def _status(held: rundir.Claim | None, status: str, **extra: Any) -> None:

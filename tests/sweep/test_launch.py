@@ -307,8 +307,12 @@ def test_a_job_directory_holding_a_run_of_another_config_is_refused_never_overwr
     assert r.returncode == 1, r.stdout + r.stderr
     jobs = _jobs(sweep)
     for num in (0, 1):
-        assert jobs[num]["status"] == "failed"
+        assert jobs[num]["status"] == "refused"
         assert f"job directory {sweep / str(num)} holds a completed run of another config" in jobs[num]["reason"]
+    from decoderlab.compare import build_report
+
+    runs = list(csv.DictReader(open(build_report([sweep], tmp_path / "report")["runs_csv"])))
+    assert [r["status"] for r in runs] == ["completed", "completed"]  # the untouched runs still count as theirs
     r = _sweep(tmp_path, tiny_corpus, *points, "model.d_model=32", "hydra/launcher=basic")  # in process
     err = " ".join(r.stderr.split())
     assert r.returncode == 1 and "2 of 2 sweep jobs are refused; no job was launched" in err, r.stdout + r.stderr

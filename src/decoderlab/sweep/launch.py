@@ -193,8 +193,8 @@ def _triage(specs: list[JobSpec], settings: Settings, sweep_dir: Path) -> tuple[
             continue
         try:
             verdict, _ = claim_job(s.dir, s.fp or "", sweep_dir, settings.skip_finished)
-        except RuntimeError as e:
-            done.append(_result(s, "failed", str(e)))
+        except RuntimeError as e:  # "refused", not "failed": the run in that directory is another's, untouched
+            done.append(_result(s, "refused", str(e)))
             log.warning("job %d: refused: %s", s.num, e)
             continue
         if verdict == "skip":

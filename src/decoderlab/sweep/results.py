@@ -174,7 +174,7 @@ def print_summary(sweep_dir: str, results: list[JobResult], console: Any = None)
     widest = min(60, max((len(",".join(r.varying)) for r in results), default=10))
     for col in ("#", "job", "status", "val loss", "val bpb", "train s", "total s", "reason"):
         t.add_column(col, overflow="fold", min_width=widest if col == "job" else None)
-    style = {"completed": "green", "skipped": "cyan", "failed": "bold red", "not run": "yellow"}
+    style = {"completed": "green", "skipped": "cyan", "failed": "bold red", "refused": "bold red", "not run": "yellow"}
     for r in results:
         t.add_row(str(r.num), Text(",".join(r.varying) or "(no varying keys)"),
                   Text(r.status, style=style.get(r.status, "")), _fmt(r.val_loss), _fmt(r.val_bpb),

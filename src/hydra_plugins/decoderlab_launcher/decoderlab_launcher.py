@@ -104,7 +104,11 @@ class ChecksEachBatch:
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
         composed = refuse_invalid_points(self.hydra_context.config_loader, self.config, job_overrides,
                                          initial_job_idx)
-        held = claim_job_dirs(self.config, composed, job_overrides, initial_job_idx, self.holds_locks)
+        from decoderlab.plan import plan_requested  # lazy: see the module docstring
+
+        # --plan writes nothing: no job directory is claimed, no earlier attempt is set aside.
+        held = [] if plan_requested() else claim_job_dirs(self.config, composed, job_overrides, initial_job_idx,
+                                                          self.holds_locks)
         try:
             return super().launch(job_overrides, initial_job_idx)  # type: ignore[misc]
         finally:
