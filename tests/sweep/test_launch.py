@@ -321,3 +321,21 @@ def test_a_job_directory_holding_a_run_of_another_config_is_refused_never_overwr
     assert not (sweep / ".attempts").exists()
     r = _sweep(tmp_path, tiny_corpus, *points, "hydra/launcher=basic")  # the same config: skipped
     assert r.returncode == 0 and "skipped" in r.stdout + r.stderr
+
+
+def test_basic_launcher_resume_of_one_job_leaves_the_next_jobs_fresh_and_plan_writes_nothing(tmp_path: Path,
+                                                                                           tiny_corpus: Path):
+    from decoderlab.rundir import write_status
+
+    sweep = tmp_path / "sweep"
+    points = ["logger=csv", "seed=1,2", f"hydra.sweep.dir={sweep}", "hydra/launcher=basic"]
+    assert _sweep(tmp_path, tiny_corpus, *points).returncode == 0
+    first = json.loads((sweep / "0" / "status.json").read_text())
+    write_status(sweep / "0", "interrupted", fingerprint=first["fingerprint"], step=6, signal="SIGTERM")
+    write_status(sweep / "1", "failed", error="boom")
+    plan = _sweep(tmp_path, tiny_corpus, "--plan", *points)
+    assert plan.returncode == 0 and not (sweep / ".attempts").exists()  # --plan set nothing aside
+    r = _sweep(tmp_path, tiny_corpus, *points)  # job 0 finishes its interrupted run, job 1 runs afresh
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert [json.loads((sweep / n / "status.json").read_text())["status"] for n in ("0", "1")] == ["completed"] * 2
+    assert (sweep / ".attempts").is_dir()  # job 1's failed attempt, set aside
