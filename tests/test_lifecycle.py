@@ -219,3 +219,41 @@ def test_a_run_interrupted_before_training_started_resumes_from_step_0(tmp_path:
     out = run_cli(["decoderlab-train", "--resume", str(run)], cwd=tmp_path, env=env)  # as the log says
     assert out.returncode == 0, out.stderr[-3000:]
     assert _status(run)["status"] == "completed" and _train_steps(run) == list(range(6))
+
+
+BUILD_SIGNAL_PLUGIN = '''
+import os, signal
+from dataclasses import dataclass
+from decoderlab.components.norms import NORM, LayerNormConfig, layernorm
+
+@dataclass
+class SignalInBuildConfig(LayerNormConfig):
+    pass
+
+@NORM.register("signal_in_build", SignalInBuildConfig)
+def signal_in_build(cfg, dims):
+    mark = os.environ.get("SIGNAL_BUILD_MARK")
+    if mark and not os.path.exists(mark):  # once, while the model is built: after status "running"
+        open(mark, "w").close()
+        os.kill(os.getpid(), signal.SIGUSR1)
+    return layernorm(cfg, dims)
+'''
+
+
+def test_a_resume_stopped_before_its_first_step_records_the_step_its_checkpoint_holds(tmp_path: Path):
+    """It recorded step null, which reads 'interrupted before training started' beside a step-4 checkpoint."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "signal_in_build.py").write_text(BUILD_SIGNAL_PLUGIN)
+    env = {"DECODERLAB_PLUGIN_PATH": str(plugins)}
+    run = tmp_path / "run"
+    args = ["decoderlab-train", *TINY, "logger=csv", "model/norm=signal_in_build", f"hydra.run.dir={run}",
+            "trainer.max_steps=4"]
+    assert run_cli(args, cwd=tmp_path, env=env).returncode == 0
+    resume = ["decoderlab-train", "--resume", str(run), "trainer.max_steps=6"]
+    out = run_cli(resume, cwd=tmp_path, env={**env, "SIGNAL_BUILD_MARK": str(tmp_path / "signalled")})
+    assert out.returncode == 138, out.stderr[-3000:]
+    status = _status(run)
+    assert status["status"] == "interrupted" and status["step"] == 4 and status["signal"] == "SIGUSR1"
+    assert run_cli(resume, cwd=tmp_path, env=env).returncode == 0
+    assert _status(run)["status"] == "completed" and _train_steps(run) == list(range(6))

@@ -70,6 +70,8 @@ def task(cfg: Any) -> float | None:
         held = _claim(out, fp)
         return objective(run(cfg, out, fp, catcher, held))
     except Preempted as p:
+        if p.step is None and resume.resuming() is not None:  # stopped while a resume started: its checkpoint's step
+            p.step = _resumed_step(out)
         _status(held, "interrupted", fingerprint=fp, step=p.step, signal=p.name)
         where = f"at step {p.step} (checkpoint saved)" if p.step is not None else "before training started"
         log.warning("interrupted by %s %s; continue with: decoderlab-train --resume %s", p.name, where, out)
@@ -96,6 +98,14 @@ def task(cfg: Any) -> float | None:
             held.release()
         if _multirun():  # a job resumed in this process (basic, submitit): the next job is not a resume
             os.environ.pop(resume.RESUME_ENV, None)
+
+
+def _resumed_step(out: Path) -> int | None:
+    """The step of the checkpoint a resume of ``out`` continues from (None: there is none)."""
+    from decoderlab.checkpoint import newest_intact_checkpoint, read_checkpoint
+
+    ckpt = newest_intact_checkpoint(out)
+    return None if ckpt is None else int(read_checkpoint(ckpt)["global_step"])
 
 
 def _status(held: rundir.Claim | None, status: str, **extra: Any) -> None:
