@@ -239,3 +239,10 @@ def test_the_sample_prompt_is_checked_before_training_never_after(tmp_path: Path
     err = " ".join(out.stderr.split())
     assert out.returncode == 1 and "sample.prompt='QQ' cannot be encoded: character 'Q'" in err, err[-2000:]
     assert not (run / "checkpoints").exists()  # refused before training
+
+
+def test_hydra_mode_multirun_without_dash_m_is_still_a_sweep(tmp_path: Path):
+    """The up-front composition of a plain run leaves Hydra's other spelling of -m alone."""
+    out = run_cli(["decoderlab-train", *TINY, "--plan", "hydra.mode=MULTIRUN", "seed=0,1"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "seed=0" in out.stdout and "seed=1" in out.stdout

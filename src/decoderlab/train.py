@@ -191,7 +191,7 @@ def _check_composes(args: list[str]) -> None:
     """A plain run's overrides composed once up front (~0.1 s): a misspelled key or a value of the wrong type is
     one line naming it, with the closest valid keys (:func:`decoderlab.api.compose`), not Hydra's page advising to
     add the key with ``+``. Runs with Hydra flags (``-m``, ``--cfg``, ``-cd`` ...) are left to Hydra."""
-    if any(a.startswith("-") for a in args):
+    if any(a.startswith("-") or a.lstrip("+~").startswith("hydra.mode=") for a in args):  # hydra.mode=MULTIRUN: -m
         return
     from decoderlab.api import compose
 
