@@ -230,7 +230,7 @@ def test_decoderlab_reads_device_values_only_at_logging_steps(monkeypatch):
 
         monkeypatch.setattr(torch.Tensor, name, counted)
     _fit(lit, 9, log_every_n_steps=4)
-    assert set(calls) == {3, 7, 9}  # the steps Lightning writes (step + 1) % 4 == 0; the check after the last step
+    assert set(calls) == {3, 7, 8, 9}  # steps Lightning writes ((step + 1) % 4 == 0), the last step, the end check
 
 
 @pytest.mark.cuda
@@ -381,3 +381,21 @@ def test_each_metrics_row_holds_the_figures_of_the_step_it_names(tmp_path: Path)
         assert float(r["train/loss"]) == pytest.approx(rec.loss[step], rel=1e-6)
         assert float(r["train/tokens_per_s"]) > 0
 
+
+
+def test_a_run_shorter_than_log_every_keeps_its_final_train_loss(tmp_path: Path):
+    """The last step logs too: the summary's train loss is the last step's; no row is written under a wrong step."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    rec = Recorder()
+    lit = LitDecoder(_model(), OptimConfig(warmup_steps=0), np.ones(V), max_steps=4, log_every=10)
+    trainer = L.Trainer(max_steps=4, logger=CSVLogger(tmp_path, name="", version=""), log_every_n_steps=10,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu", devices=1, callbacks=[rec])
+    trainer.fit(lit, train_dataloaders=_loader())
+    assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(rec.loss[3], rel=1e-6)
+    path = tmp_path / "metrics.csv"
+    rows = [r for r in csv.DictReader(open(path)) if r.get("train/loss")] if path.exists() else []
+    assert all(int(r["step"]) == 3 for r in rows)  # if Lightning writes the last step, then under its own number

@@ -121,8 +121,10 @@ class LitDecoder(L.LightningModule):
     def _log_now(self) -> bool:
         """The steps whose figures Lightning writes: it flushes the logged values when ``(step + 1) % N == 0``
         (``log_every_n_steps``), under that step's number; a value logged at another step would be written late,
-        under a later step's number."""
-        return (self.global_step + 1) % self.log_every == 0
+        under a later step's number. The last step logs too (not written as a row unless it is such a step): the
+        run's final train loss, also when it is shorter than N steps."""
+        step = self.global_step + 1
+        return step % self.log_every == 0 or step == self.trainer.max_steps
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
