@@ -55,13 +55,6 @@ def summary_failure(summary: dict[str, Any]) -> str | None:
     return None
 
 
-def run_failure(status: dict[str, Any] | None, summary: dict[str, Any]) -> str | None:
-    """Why a run is failed: its status says so (with its error), or its summary has a non-finite figure."""
-    if status and status.get("status") == "failed":
-        return str(status.get("error") or "failed")
-    return summary_failure(summary)
-
-
 def interrupted_label(status: dict[str, Any], max_steps: Any = None) -> str:
     """``interrupted by SIGTERM at step 76 of 3000`` from an ``interrupted`` status.json (signal and step)."""
     text = "interrupted" + (f" by {status['signal']}" if status.get("signal") else "")

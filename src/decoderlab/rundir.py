@@ -37,7 +37,6 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 SKIP_REASON = "finished earlier with the same config"
 LOCK_FILE = ".lock"
-ENDED = ("completed", "failed", "interrupted")
 
 
 _STAMP: list[str] = []
@@ -169,12 +168,6 @@ def verdict(run_dir: str | Path, fp: str, mode: str, skip_finished: bool = True)
     if state == "interrupted":
         return "resume"
     return "skip" if skip_finished else "rerun"
-
-
-def ended(run_dir: str | Path) -> str | None:
-    """The status of a run that ended in ``run_dir`` (completed, failed or interrupted), else None."""
-    status = (read_status(run_dir) or {}).get("status")
-    return status if status in ENDED else None
 
 
 @contextlib.contextmanager
