@@ -39,14 +39,15 @@ def test_a_job_skipped_on_a_rerun_keeps_its_recorded_total_time(tmp_path: Path):
         rerun.append(res)
     assert [r.seconds for r in rerun] == [20.4, None]  # the run's record; unknown, never 0.0
     jobs = json.loads(write_summary(sweep, rerun).read_text())["jobs"]
-    assert [j["seconds"] for j in jobs] == [20.4, None]
+    assert [j["seconds"] for j in jobs] == [20.4, 9.0]  # job 1's run predates total_seconds: the earlier timing
     console = Console(record=True, width=200)
     print_summary(str(sweep), rerun, console)
     text = console.export_text()
     assert "20.4" in text and " 0.0 " not in text
     with open(build_report([sweep], tmp_path / "out")["runs_csv"]) as f:
         totals = {Path(r["dir"]).name: r["total_seconds"] for r in csv.DictReader(f)}
-    assert totals == {"0": "20.4", "1": ""}  # not the summary's wall_seconds (5.5), not the summary's 0.0
+    assert totals == {"0": "20.4", "1": "9.0"}  # not the summary's wall_seconds (5.5), not the summary's 0.0
+    assert JobResult(2, [], [], str(sweep / "2")).seconds is None  # a job that never ran has no time, not 0.0
 
 
 def test_a_single_run_counts_total_time_from_its_process_start(monkeypatch):

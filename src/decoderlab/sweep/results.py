@@ -41,7 +41,7 @@ class JobResult:
     returncode: int | None = None
     # The job's wall time from start to exit ("total s", as decoderlab-compare's column); a job skipped on a
     # re-run keeps the figure its run recorded (summary.json total_seconds); None: unknown.
-    seconds: float | None = 0.0
+    seconds: float | None = None
     train_seconds: float | None = None  # time in training steps ("train s")
     val_loss: float | None = None
     val_bpb: float | None = None
@@ -108,7 +108,13 @@ def write_summary(sweep_dir: Path, results: list[JobResult]) -> Path:
     path = Path(sweep_dir) / SUMMARY_FILE
     old = read_json(path) or {}
     jobs = {int(j["num"]): j for j in old.get("jobs", []) if "num" in j}
-    jobs.update({r.num: asdict(r) for r in results})
+    for r in results:
+        new = asdict(r)
+        earlier = jobs.get(r.num, {})
+        if r.status == "skipped" and new["seconds"] is None and isinstance(earlier.get("seconds"), (int, float)) \
+                and earlier.get("dir") == new["dir"]:
+            new["seconds"] = earlier["seconds"]  # a run from before total_seconds: the launcher's earlier timing
+        jobs[r.num] = new
     ordered = [jobs[k] for k in sorted(jobs)]
     counts: dict[str, int] = {}
     for j in ordered:
