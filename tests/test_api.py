@@ -153,9 +153,13 @@ def test_train_claims_its_directory_as_the_command_line_does(trained: decoderlab
     assert a != b and re.fullmatch(r"outputs/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d-\d{3}-[0-9a-f]{6}", a.as_posix())
 
 
-def test_an_api_run_resumes_with_the_command_line(trained: decoderlab.Run) -> None:
+def test_an_api_run_resumes_with_the_command_line(trained: decoderlab.Run, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"  # a copy: the module's run stays at step 6 for the other tests, whatever their order
+    shutil.copytree(trained.run_dir, run, ignore=shutil.ignore_patterns(".lock"))
     exe = str(Path(sys.executable).parent / "decoderlab-train")
-    out = subprocess.run([exe, "--resume", str(trained.run_dir), "trainer.max_steps=8"], capture_output=True,
-                         text=True, env=dict(os.environ, PYTHONPATH=SRC), cwd=trained.run_dir.parent)
+    out = subprocess.run([exe, "--resume", str(run), "trainer.max_steps=8"], capture_output=True,
+                         text=True, env=dict(os.environ, PYTHONPATH=SRC), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert torch.load(trained.run_dir / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 8
+    assert torch.load(run / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 8
