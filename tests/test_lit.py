@@ -266,7 +266,8 @@ def test_no_device_sync_between_logging_steps_on_cuda(pe):
         trainer = L.Trainer(max_steps=12, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             accelerator="cuda", devices=1, callbacks=[Watch()])
         trainer.fit(lit, train_dataloaders=_loader())
-    assert len(per_step) == 12 and {s for s, n in per_step.items() if n} <= {0, 5, 10, 11}, per_step
+    # logging steps ((step + 1) % 5 == 0) and the last one (its log and the end-of-training check)
+    assert len(per_step) == 12 and {s for s, n in per_step.items() if n} <= {4, 9, 11}, per_step
 
 
 @pytest.mark.slow
