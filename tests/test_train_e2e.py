@@ -93,6 +93,7 @@ ERRORS = [
     (["model.positional.base=3"], ["error: model.positional.base: unknown key (not in LearnedConfig); valid keys: "
                                    "model.positional.name, model.positional.max_positions"]),
     (["model.n_layer=3"], ["error: model.n_layer: unknown key (not in ModelSchema); did you mean model.n_layers?"]),
+    (["model.n_layers=[1"], ["error: model.n_layers=[1: cannot parse it (no viable alternative at input '[1'"]),
 ]
 
 

@@ -58,11 +58,12 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     load_plugins()
     register_schema()
     GlobalHydra.instance().clear()
+    overrides = normalize_overrides(overrides)
     try:
         with initialize_config_dir(config_dir=conf_dir(), version_base=None):
-            full = hydra_compose("train", overrides=normalize_overrides(overrides), return_hydra_config=True)
+            full = hydra_compose("train", overrides=overrides, return_hydra_config=True)
     except HydraException as e:  # a misspelled key, a value of the wrong type, a malformed override
-        raise ConfigError(composition_problem(e)) from None
+        raise ConfigError(composition_problem(e, overrides)) from None
     finally:
         GlobalHydra.instance().clear()
     cfg = OmegaConf.masked_copy(full, [k for k in full if k != "hydra"])

@@ -14,7 +14,7 @@ import dataclasses
 import difflib
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,12 +175,24 @@ def group_options(group: str, conf: Path | list[Path]) -> list[str]:
     return sorted(names | set(registry.names() if registry is not None else ()))
 
 
-def composition_problem(e: BaseException) -> str:
+def composition_problem(e: BaseException, overrides: Sequence[str] = ()) -> str:
     """Hydra's composition error as one line naming the key: an unknown key with the closest valid ones (Hydra's
     hint to add it with ``+`` would only be refused next, by :func:`validate`), a value of the wrong type with
-    what was expected; anything else, Hydra's own text on one line."""
+    what was expected, an override Hydra cannot parse (found among ``overrides``); anything else, Hydra's own
+    text on one line."""
+    from hydra.errors import OverrideParseException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
+    if isinstance(e, OverrideParseException):
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parser = OverridesParser.create()
+        for override in overrides:
+            try:
+                parser.parse_overrides([override])
+            except OverrideParseException as bad:
+                return (f"{override}: cannot parse it ({str(bad).strip().splitlines()[0]}; the grammar: "
+                        "https://hydra.cc/docs/advanced/override_grammar/basic/)")
     cause = e.__cause__
     key = getattr(cause, "full_key", None)
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
